@@ -1,0 +1,889 @@
+//! The event contract (v1): the one JSON shape that travels on the `saga.tracker` topic.
+//!
+//! This module owns every rule about what a valid event is — field lengths, enum values,
+//! timestamps, metadata size, `schemaVersion` — so the SDK (which emits) and the tracker
+//! (which consumes) can never disagree. It also accepts the legacy shape of the earlier
+//! Kotlin/Avro design and maps it onto v1, so a fleet can migrate without touching emitters.
+//!
+//! It must not do I/O: [`decode`] takes bytes and returns a validated [`SagaEvent`] or a
+//! [`ContractError`] whose [`ContractError::reason`] is a short, stable code used as the DLQ
+//! reason header and as a metric label.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// The only schema version this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Upper bound on the serialized `metadata` object.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Upper bound on a whole message. Metadata is capped at 16 KiB and every other field is
+/// short, so anything above this is not an event but a mistake (or an attack).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Upper bound on `sagaId`, `step`, `eventId`, `service` and `businessKey`.
+pub const MAX_ID_CHARS: usize = 128;
+/// Upper bound on `sagaType` (which must also match `[A-Z0-9_.-]+`).
+pub const MAX_SAGA_TYPE_CHARS: usize = 64;
+/// Upper bound on `error.code`.
+pub const MAX_ERROR_CODE_CHARS: usize = 128;
+/// Upper bound on `error.message`; longer messages are rejected rather than cut so that the
+/// stored event is byte-for-byte what the emitter sent.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
+/// Events may not claim to have happened before this instant (2000-01-01T00:00:00Z): an
+/// earlier `occurredAt` is a unit mix-up (seconds as millis) or an uninitialised clock.
+pub const MIN_OCCURRED_AT_MILLIS: i64 = 946_684_800_000;
+/// How far in the future `occurredAt` may be, relative to the validator's clock. Clocks drift;
+/// a day is generous for drift and still rejects timestamps in the wrong unit.
+pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
+
+/// Status of one step, as reported by the service that ran it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepStatus {
+    /// The step began.
+    Started,
+    /// The step finished successfully.
+    Succeeded,
+    /// The step failed; `error` says why.
+    Failed,
+    /// The step's compensating action began.
+    Compensating,
+    /// The step's compensating action finished.
+    Compensated,
+}
+
+impl StepStatus {
+    /// All values, in declaration order.
+    pub const ALL: [StepStatus; 5] = [
+        Self::Started,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Compensating,
+        Self::Compensated,
+    ];
+
+    /// The wire name (`STARTED`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "STARTED",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Compensating => "COMPENSATING",
+            Self::Compensated => "COMPENSATED",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Status of a whole saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaStatus {
+    /// The saga began.
+    Started,
+    /// Steps are running.
+    InProgress,
+    /// Every step succeeded. Absorbing.
+    Completed,
+    /// A step failed; compensation may follow.
+    Failed,
+    /// Compensating actions are running.
+    Compensating,
+    /// Compensation finished. Absorbing.
+    Compensated,
+}
+
+impl SagaStatus {
+    /// All values, in declaration order.
+    pub const ALL: [SagaStatus; 6] = [
+        Self::Started,
+        Self::InProgress,
+        Self::Completed,
+        Self::Failed,
+        Self::Compensating,
+        Self::Compensated,
+    ];
+
+    /// The wire name (`STARTED`, `IN_PROGRESS`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "STARTED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Compensating => "COMPENSATING",
+            Self::Compensated => "COMPENSATED",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// `COMPLETED` and `COMPENSATED` never change again.
+    pub fn is_absorbing(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated)
+    }
+
+    /// Terminal for reporting purposes: the saga is over unless compensation follows a failure.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+}
+
+impl fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// A short machine-readable code, e.g. `INSUFFICIENT_FUNDS`.
+    pub code: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+/// A validated v1 saga event. Construct it through [`decode`] or [`SagaEvent::validate`]; a
+/// value that passed either satisfies every rule of the contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaEvent {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Unique per event; the idempotency key (UUIDv7 when emitted by the SDK).
+    pub event_id: String,
+    /// One logical saga across all services; also the Kafka message key.
+    pub saga_id: String,
+    /// Open set such as `ORDER_CREATION`; `[A-Z0-9_.-]{1,64}`.
+    pub saga_type: String,
+    /// Step name chosen by the emitter, e.g. `STOCK_RESERVED`.
+    pub step: String,
+    /// What happened to the step.
+    pub step_status: StepStatus,
+    /// The saga-level transition, when the emitter knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saga_status: Option<SagaStatus>,
+    /// Event time at the emitter.
+    pub occurred_at: DateTime<Utc>,
+    /// Emitting service name.
+    pub service: String,
+    /// Per-saga order hint from the emitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+    /// Business identifier such as an order number (`orderId` accepted as an alias).
+    #[serde(
+        default,
+        alias = "orderId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub business_key: Option<String>,
+    /// W3C trace id (32 lowercase hex digits), all-zero dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// W3C span id (16 lowercase hex digits), all-zero dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// Failure detail for FAILED steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    /// Free-form searchable metadata, at most [`MAX_METADATA_BYTES`] serialized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Why a message is not a valid event.
+///
+/// `reason` is one of a small fixed set of codes (bounded metric label, DLQ header); `field`
+/// names the offending field when there is one; `detail` is for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractError {
+    reason: &'static str,
+    field: Option<&'static str>,
+    detail: String,
+}
+
+impl ContractError {
+    fn new(reason: &'static str, field: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            field,
+            detail: detail.into(),
+        }
+    }
+
+    /// Stable reason code: `not_utf8`, `not_json`, `not_object`, `oversize`,
+    /// `unsupported_schema_version`, `missing_field`, `wrong_type`, `invalid_value`,
+    /// `invalid_timestamp`, `metadata_too_large`, `key_mismatch`, `empty_message`.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The field at fault, if any (wire name, e.g. `sagaId`).
+    pub fn field(&self) -> Option<&'static str> {
+        self.field
+    }
+
+    /// Human-readable explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub(crate) fn missing(field: &'static str) -> Self {
+        Self::new("missing_field", Some(field), format!("`{field}` is required"))
+    }
+
+    pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        Self::new("invalid_value", Some(field), detail)
+    }
+
+    /// The message key disagrees with `sagaId` (raised by the consumer, which sees the key).
+    pub fn key_mismatch(key: &str, saga_id: &str) -> Self {
+        Self::new(
+            "key_mismatch",
+            Some("sagaId"),
+            format!("message key {key:?} differs from sagaId {saga_id:?}"),
+        )
+    }
+}
+
+impl fmt::Display for ContractError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{} ({field}): {}", self.reason, self.detail),
+            None => write!(f, "{}: {}", self.reason, self.detail),
+        }
+    }
+}
+
+impl std::error::Error for ContractError {}
+
+/// Decodes and validates one Kafka message value, accepting v1 and the legacy shape.
+///
+/// `now` is the validator's clock, used only to reject timestamps absurdly far in the future.
+pub fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<SagaEvent, ContractError> {
+    if bytes.is_empty() {
+        return Err(ContractError::new(
+            "empty_message",
+            None,
+            "message has no value",
+        ));
+    }
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(ContractError::new(
+            "oversize",
+            None,
+            format!(
+                "message is {} bytes, the limit is {MAX_EVENT_BYTES}",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ContractError::new("not_utf8", None, format!("message is not UTF-8: {e}"))
+    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ContractError::new("not_json", None, format!("message is not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ContractError::new(
+            "not_object",
+            None,
+            format!("expected a JSON object, got {}", json_kind(&value)),
+        ));
+    };
+    let event = if obj.contains_key("schemaVersion") {
+        from_v1(&obj)?
+    } else if obj.contains_key("status") && !obj.contains_key("stepStatus") {
+        from_legacy(&obj)?
+    } else {
+        return Err(ContractError::missing("schemaVersion"));
+    };
+    event.validate(now)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Typed access to fields of a JSON object, each failure naming the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &'static str) -> Option<&'a Value> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn wrong_type(name: &'static str, want: &str, got: &Value) -> ContractError {
+        ContractError::new(
+            "wrong_type",
+            Some(name),
+            format!("`{name}` must be {want}, got {}", json_kind(got)),
+        )
+    }
+
+    fn opt_str(&self, name: &'static str) -> Result<Option<&'a str>, ContractError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(Self::wrong_type(name, "a string", v)),
+        }
+    }
+
+    fn str(&self, name: &'static str) -> Result<&'a str, ContractError> {
+        self.opt_str(name)?
+            .ok_or_else(|| ContractError::missing(name))
+    }
+
+    fn opt_i64(&self, name: &'static str) -> Result<Option<i64>, ContractError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+                ContractError::new(
+                    "wrong_type",
+                    Some(name),
+                    format!("`{name}` must be an integer, got {n}"),
+                )
+            }),
+            Some(v) => Err(Self::wrong_type(name, "an integer", v)),
+        }
+    }
+
+    fn opt_object(&self, name: &'static str) -> Result<Option<&'a Map<String, Value>>, ContractError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(v) => Err(Self::wrong_type(name, "an object", v)),
+        }
+    }
+}
+
+fn parse_rfc3339(field: &'static str, s: &str) -> Result<DateTime<Utc>, ContractError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ContractError::new(
+                "invalid_timestamp",
+                Some(field),
+                format!("`{field}` is not an RFC 3339 timestamp ({e}): {s:?}"),
+            )
+        })
+}
+
+fn parse_millis(field: &'static str, ms: i64) -> Result<DateTime<Utc>, ContractError> {
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| {
+        ContractError::new(
+            "invalid_timestamp",
+            Some(field),
+            format!("`{field}` is not a valid epoch-millisecond timestamp: {ms}"),
+        )
+    })
+}
+
+fn parse_error(f: &Fields<'_>) -> Result<Option<StepError>, ContractError> {
+    let Some(err) = f.opt_object("error")? else {
+        return Ok(None);
+    };
+    let ef = Fields(err);
+    let code = ef.opt_str("code").map_err(|_| {
+        ContractError::new("wrong_type", Some("error"), "`error.code` must be a string")
+    })?;
+    let message = ef.opt_str("message").map_err(|_| {
+        ContractError::new(
+            "wrong_type",
+            Some("error"),
+            "`error.message` must be a string",
+        )
+    })?;
+    match (code, message) {
+        (None, None) => Err(ContractError::invalid(
+            "error",
+            "`error` needs at least one of `code` and `message`",
+        )),
+        (code, message) => Ok(Some(StepError {
+            code: code.unwrap_or("UNSPECIFIED").to_owned(),
+            message: message.unwrap_or("").to_owned(),
+        })),
+    }
+}
+
+fn from_v1(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
+    let f = Fields(obj);
+    let version = match f.get("schemaVersion") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(v) => return Err(Fields::wrong_type("schemaVersion", "an integer", v)),
+        None => None,
+    };
+    if version != Some(u64::from(SCHEMA_VERSION)) {
+        return Err(ContractError::new(
+            "unsupported_schema_version",
+            Some("schemaVersion"),
+            format!(
+                "schemaVersion {} is not supported (this tracker understands {SCHEMA_VERSION})",
+                obj.get("schemaVersion").map_or("null".into(), Value::to_string)
+            ),
+        ));
+    }
+    let step_status_raw = f.str("stepStatus")?;
+    let step_status = StepStatus::parse(step_status_raw).ok_or_else(|| {
+        ContractError::invalid(
+            "stepStatus",
+            format!(
+                "unknown stepStatus {step_status_raw:?}; expected one of STARTED SUCCEEDED FAILED COMPENSATING COMPENSATED"
+            ),
+        )
+    })?;
+    let saga_status = match f.opt_str("sagaStatus")? {
+        None => None,
+        Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
+            ContractError::invalid(
+                "sagaStatus",
+                format!("unknown sagaStatus {s:?}; expected one of STARTED IN_PROGRESS COMPLETED FAILED COMPENSATING COMPENSATED"),
+            )
+        })?),
+    };
+    let business_key = match f.opt_str("businessKey")? {
+        Some(k) => Some(k),
+        None => f.opt_str("orderId")?,
+    };
+    Ok(SagaEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id: f.str("eventId")?.to_owned(),
+        saga_id: f.str("sagaId")?.to_owned(),
+        saga_type: f.str("sagaType")?.to_owned(),
+        step: f.str("step")?.to_owned(),
+        step_status,
+        saga_status,
+        occurred_at: parse_rfc3339("occurredAt", f.str("occurredAt")?)?,
+        service: f.str("service")?.to_owned(),
+        sequence: f.opt_i64("sequence")?,
+        business_key: business_key.map(str::to_owned),
+        trace_id: f.opt_str("traceId")?.map(str::to_owned),
+        span_id: f.opt_str("spanId")?.map(str::to_owned),
+        error: parse_error(&f)?,
+        metadata: f.opt_object("metadata")?.cloned(),
+    })
+}
+
+/// Namespace for the deterministic ids given to legacy events that carry no `eventId`.
+const LEGACY_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_4e8f_a1c3_5d7e_9f0b_2c4e);
+
+/// Maps the earlier Kotlin/Avro shape onto v1.
+///
+/// Legacy `status` is the saga status as of this step, so it becomes `sagaStatus`, and the
+/// step status is derived from it: `STARTED`→`STARTED`, `IN_PROGRESS`/`COMPLETED`→`SUCCEEDED`,
+/// `FAILED`→`FAILED`, `COMPENSATED`→`COMPENSATED`. `eventTimestamp` (or, failing that,
+/// `recordedAt`) in epoch millis becomes `occurredAt`; `metadata` is a JSON string holding an
+/// object. A legacy event without `eventId` gets a UUIDv5 of its content, so redelivery of the
+/// same legacy message is still deduplicated.
+fn from_legacy(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
+    let f = Fields(obj);
+    let status_raw = f.str("status")?;
+    let (saga_status, step_status) = match status_raw {
+        "STARTED" => (SagaStatus::Started, StepStatus::Started),
+        "IN_PROGRESS" => (SagaStatus::InProgress, StepStatus::Succeeded),
+        "COMPLETED" => (SagaStatus::Completed, StepStatus::Succeeded),
+        "FAILED" => (SagaStatus::Failed, StepStatus::Failed),
+        "COMPENSATED" => (SagaStatus::Compensated, StepStatus::Compensated),
+        other => {
+            return Err(ContractError::invalid(
+                "status",
+                format!("unknown legacy status {other:?}; expected one of STARTED IN_PROGRESS COMPLETED FAILED COMPENSATED"),
+            ))
+        }
+    };
+    let occurred_ms = match f.opt_i64("eventTimestamp")? {
+        Some(ms) => ("eventTimestamp", ms),
+        None => (
+            "recordedAt",
+            f.opt_i64("recordedAt")?
+                .ok_or_else(|| ContractError::missing("eventTimestamp"))?,
+        ),
+    };
+    let occurred_at = parse_millis(occurred_ms.0, occurred_ms.1)?;
+    let metadata = match f.get("metadata") {
+        None => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Some(m),
+            Ok(_) | Err(_) => {
+                return Err(ContractError::invalid(
+                    "metadata",
+                    "legacy `metadata` must be a string holding a JSON object",
+                ))
+            }
+        },
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(v) => return Err(Fields::wrong_type("metadata", "a JSON string", v)),
+    };
+    let saga_id = f.str("sagaId")?.to_owned();
+    let saga_type = f.str("sagaType")?.to_owned();
+    let step = f.str("step")?.to_owned();
+    let service = f.opt_str("service")?.unwrap_or("unknown").to_owned();
+    let event_id = match f.opt_str("eventId")? {
+        Some(id) => id.to_owned(),
+        None => {
+            let fingerprint = format!(
+                "{saga_id}\u{1f}{saga_type}\u{1f}{step}\u{1f}{status_raw}\u{1f}{}\u{1f}{service}",
+                occurred_ms.1
+            );
+            Uuid::new_v5(&LEGACY_EVENT_NAMESPACE, fingerprint.as_bytes()).to_string()
+        }
+    };
+    let error = match (f.opt_str("errorCode")?, f.opt_str("errorMessage")?) {
+        (None, None) => parse_error(&f)?,
+        (code, message) => Some(StepError {
+            code: code.unwrap_or("UNSPECIFIED").to_owned(),
+            message: message.unwrap_or("").to_owned(),
+        }),
+    };
+    Ok(SagaEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id,
+        saga_id,
+        saga_type,
+        step,
+        step_status,
+        saga_status: Some(saga_status),
+        occurred_at,
+        service,
+        sequence: f.opt_i64("sequence")?,
+        business_key: f.opt_str("orderId")?.map(str::to_owned),
+        trace_id: f.opt_str("traceId")?.map(str::to_owned),
+        span_id: f.opt_str("spanId")?.map(str::to_owned),
+        error,
+        metadata,
+    })
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), ContractError> {
+    let n = value.chars().count();
+    if n == 0 {
+        return Err(ContractError::invalid(field, format!("`{field}` is empty")));
+    }
+    if n > max {
+        return Err(ContractError::invalid(
+            field,
+            format!("`{field}` is {n} characters, the limit is {max}"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ContractError::invalid(
+            field,
+            format!("`{field}` contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a W3C id: `digits` lowercase hex digits. All-zero ids are invalid per W3C and are
+/// dropped (`Ok(None)`) rather than rejected, since some tracers emit them when unsampled.
+fn check_hex_id(
+    field: &'static str,
+    value: Option<String>,
+    digits: usize,
+) -> Result<Option<String>, ContractError> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.to_ascii_lowercase();
+    if v.len() != digits || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ContractError::invalid(
+            field,
+            format!("`{field}` must be {digits} hex digits"),
+        ));
+    }
+    if v.bytes().all(|b| b == b'0') {
+        return Ok(None);
+    }
+    Ok(Some(v))
+}
+
+impl SagaEvent {
+    /// Applies every rule of the contract, normalising where the contract says so (hex ids to
+    /// lowercase, all-zero trace ids dropped). Returns the normalised event.
+    pub fn validate(mut self, now: DateTime<Utc>) -> Result<Self, ContractError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(ContractError::new(
+                "unsupported_schema_version",
+                Some("schemaVersion"),
+                format!("schemaVersion {} is not supported", self.schema_version),
+            ));
+        }
+        check_len("eventId", &self.event_id, MAX_ID_CHARS)?;
+        check_len("sagaId", &self.saga_id, MAX_ID_CHARS)?;
+        if self.saga_type.is_empty()
+            || self.saga_type.len() > MAX_SAGA_TYPE_CHARS
+            || !self
+                .saga_type
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        {
+            return Err(ContractError::invalid(
+                "sagaType",
+                format!(
+                    "`sagaType` must match [A-Z0-9_.-]{{1,{MAX_SAGA_TYPE_CHARS}}}, got {:?}",
+                    truncate(&self.saga_type, 80)
+                ),
+            ));
+        }
+        check_len("step", &self.step, MAX_ID_CHARS)?;
+        check_len("service", &self.service, MAX_ID_CHARS)?;
+        if let Some(k) = &self.business_key {
+            check_len("businessKey", k, MAX_ID_CHARS)?;
+        }
+        let millis = self.occurred_at.timestamp_millis();
+        if millis < MIN_OCCURRED_AT_MILLIS {
+            return Err(ContractError::new(
+                "invalid_timestamp",
+                Some("occurredAt"),
+                format!("occurredAt {} is before 2000-01-01", self.occurred_at.to_rfc3339()),
+            ));
+        }
+        if self.occurred_at > now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS) {
+            return Err(ContractError::new(
+                "invalid_timestamp",
+                Some("occurredAt"),
+                format!(
+                    "occurredAt {} is more than {MAX_FUTURE_SKEW_SECS} s in the future",
+                    self.occurred_at.to_rfc3339()
+                ),
+            ));
+        }
+        self.trace_id = check_hex_id("traceId", self.trace_id.take(), 32)?;
+        self.span_id = check_hex_id("spanId", self.span_id.take(), 16)?;
+        if let Some(err) = &self.error {
+            if err.code.chars().count() > MAX_ERROR_CODE_CHARS {
+                return Err(ContractError::invalid(
+                    "error",
+                    format!("`error.code` is longer than {MAX_ERROR_CODE_CHARS} characters"),
+                ));
+            }
+            if err.message.chars().count() > MAX_ERROR_MESSAGE_CHARS {
+                return Err(ContractError::invalid(
+                    "error",
+                    format!("`error.message` is longer than {MAX_ERROR_MESSAGE_CHARS} characters"),
+                ));
+            }
+        }
+        if let Some(m) = &self.metadata {
+            let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(ContractError::new(
+                    "metadata_too_large",
+                    Some("metadata"),
+                    format!("metadata is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}"),
+                ));
+            }
+            if m.is_empty() {
+                self.metadata = None;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Serializes to the v1 wire form.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers and a JSON map cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().unwrap_or_default()
+    }
+
+    fn valid() -> Value {
+        json!({
+            "schemaVersion": 1,
+            "eventId": "0193a0c4-0000-7000-8000-000000000001",
+            "sagaId": "order-8812",
+            "sagaType": "ORDER_CREATION",
+            "step": "STOCK_RESERVED",
+            "stepStatus": "SUCCEEDED",
+            "occurredAt": "2026-11-21T11:59:00.123Z",
+            "service": "stock",
+        })
+    }
+
+    fn decode_value(v: &Value) -> Result<SagaEvent, ContractError> {
+        decode(v.to_string().as_bytes(), now())
+    }
+
+    fn reason_of(v: Value) -> (&'static str, Option<&'static str>) {
+        let e = decode_value(&v).expect_err("should be rejected");
+        (e.reason(), e.field())
+    }
+
+    #[test]
+    fn a_minimal_v1_event_decodes() {
+        let e = decode_value(&valid()).expect("valid");
+        assert_eq!(e.saga_id, "order-8812");
+        assert_eq!(e.step_status, StepStatus::Succeeded);
+        assert_eq!(e.saga_status, None);
+    }
+
+    #[test]
+    fn order_id_is_an_alias_for_business_key() {
+        let mut v = valid();
+        v["orderId"] = json!("8812");
+        assert_eq!(decode_value(&v).expect("valid").business_key.as_deref(), Some("8812"));
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut v = valid();
+        v["metadata"] = json!({"region": "eu"});
+        v["error"] = json!({"code": "X", "message": "y"});
+        v["traceId"] = json!("4BF92F3577B34DA6A3CE929D0E0E4736");
+        let e = decode_value(&v).expect("valid");
+        assert_eq!(e.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let again = decode(&e.to_json(), now()).expect("re-decodes");
+        assert_eq!(e, again);
+    }
+
+    #[test]
+    fn all_zero_trace_ids_are_dropped() {
+        let mut v = valid();
+        v["traceId"] = json!("00000000000000000000000000000000");
+        v["spanId"] = json!("0000000000000000");
+        let e = decode_value(&v).expect("valid");
+        assert_eq!((e.trace_id, e.span_id), (None, None));
+    }
+
+    #[test]
+    fn bad_inputs_name_their_reason_and_field() {
+        assert_eq!(decode(b"", now()).unwrap_err().reason(), "empty_message");
+        assert_eq!(decode(b"nope", now()).unwrap_err().reason(), "not_json");
+        assert_eq!(decode(b"[1]", now()).unwrap_err().reason(), "not_object");
+        assert_eq!(decode(&[0xff, 0xfe], now()).unwrap_err().reason(), "not_utf8");
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert_eq!(decode(&big, now()).unwrap_err().reason(), "oversize");
+
+        let mut v = valid();
+        v.as_object_mut().map(|o| o.remove("sagaId"));
+        assert_eq!(reason_of(v), ("missing_field", Some("sagaId")));
+
+        let mut v = valid();
+        v["schemaVersion"] = json!(2);
+        assert_eq!(reason_of(v), ("unsupported_schema_version", Some("schemaVersion")));
+
+        let mut v = valid();
+        v["sagaId"] = json!(42);
+        assert_eq!(reason_of(v), ("wrong_type", Some("sagaId")));
+
+        let mut v = valid();
+        v["sagaId"] = json!("");
+        assert_eq!(reason_of(v), ("invalid_value", Some("sagaId")));
+
+        let mut v = valid();
+        v["sagaId"] = json!("x".repeat(129));
+        assert_eq!(reason_of(v), ("invalid_value", Some("sagaId")));
+
+        let mut v = valid();
+        v["sagaType"] = json!("order creation");
+        assert_eq!(reason_of(v), ("invalid_value", Some("sagaType")));
+
+        let mut v = valid();
+        v["stepStatus"] = json!("DONE");
+        assert_eq!(reason_of(v), ("invalid_value", Some("stepStatus")));
+
+        let mut v = valid();
+        v["occurredAt"] = json!("yesterday");
+        assert_eq!(reason_of(v), ("invalid_timestamp", Some("occurredAt")));
+
+        let mut v = valid();
+        v["occurredAt"] = json!("1970-01-01T00:00:00Z");
+        assert_eq!(reason_of(v), ("invalid_timestamp", Some("occurredAt")));
+
+        let mut v = valid();
+        v["occurredAt"] = json!("2999-01-01T00:00:00Z");
+        assert_eq!(reason_of(v), ("invalid_timestamp", Some("occurredAt")));
+
+        let mut v = valid();
+        v["metadata"] = json!("not an object");
+        assert_eq!(reason_of(v), ("wrong_type", Some("metadata")));
+
+        let mut v = valid();
+        v["metadata"] = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
+        assert_eq!(reason_of(v), ("metadata_too_large", Some("metadata")));
+
+        let mut v = valid();
+        v["traceId"] = json!("xyz");
+        assert_eq!(reason_of(v), ("invalid_value", Some("traceId")));
+
+        let mut v = valid();
+        v.as_object_mut().map(|o| o.remove("schemaVersion"));
+        assert_eq!(reason_of(v), ("missing_field", Some("schemaVersion")));
+    }
+
+    #[test]
+    fn the_legacy_shape_maps_onto_v1() {
+        let legacy = json!({
+            "sagaId": "legacy-1",
+            "sagaType": "ORDER_CREATION",
+            "step": "PAYMENT",
+            "status": "FAILED",
+            "orderId": "8812",
+            "eventTimestamp": 1_763_726_400_000_i64,
+            "recordedAt": 1_763_726_400_500_i64,
+            "metadata": "{\"amount\": 12}",
+            "service": "payment"
+        });
+        let e = decode_value(&legacy).expect("legacy accepted");
+        assert_eq!(e.saga_status, Some(SagaStatus::Failed));
+        assert_eq!(e.step_status, StepStatus::Failed);
+        assert_eq!(e.business_key.as_deref(), Some("8812"));
+        assert_eq!(e.occurred_at.timestamp_millis(), 1_763_726_400_000);
+        assert_eq!(e.metadata.as_ref().and_then(|m| m.get("amount")), Some(&json!(12)));
+        // Deterministic id: the same legacy message decodes to the same eventId.
+        let again = decode_value(&legacy).expect("legacy accepted");
+        assert_eq!(e.event_id, again.event_id);
+    }
+
+    #[test]
+    fn legacy_with_bad_status_or_metadata_is_rejected() {
+        let legacy = json!({
+            "sagaId": "l", "sagaType": "T", "step": "S", "status": "WEIRD",
+            "eventTimestamp": 1_763_726_400_000_i64
+        });
+        assert_eq!(reason_of(legacy), ("invalid_value", Some("status")));
+        let legacy = json!({
+            "sagaId": "l", "sagaType": "T", "step": "S", "status": "STARTED",
+            "eventTimestamp": 1_763_726_400_000_i64, "metadata": "[1,2]"
+        });
+        assert_eq!(reason_of(legacy), ("invalid_value", Some("metadata")));
+    }
+}

@@ -1,0 +1,203 @@
+//! Typed configuration: built-in commented defaults (`config/default.toml`) → optional file →
+//! `TRACKER_*` environment variables, validated once at start-up.
+//!
+//! Validation errors name the key as the operator would write it (`kafka.brokers`), so a bad
+//! deployment fails at once with a message that says what to fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The commented defaults, embedded so the binary runs with no file at all.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Everything the tracker can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub database: DatabaseSettings,
+    pub ingest: IngestSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    pub auto_offset_reset: String,
+    pub create_topics: bool,
+    pub create_partitions: i32,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub batch_size: usize,
+    pub linger_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+impl IngestSettings {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `TRACKER_*` variables from the process
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layered sources, exposed so tests can add their own overrides on top.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(Env::prefixed("TRACKER_").split("__"))
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(fig: Figment) -> anyhow::Result<Self> {
+        let settings: Settings = fig.extract().map_err(|e| {
+            // figment's message already names the key path (e.g. `ingest.batch_size`).
+            anyhow::anyhow!("invalid configuration: {e}")
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: non-empty names, sane ranges, a parseable database URL.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        fn nonempty(key: &str, v: &str) -> anyhow::Result<()> {
+            if v.trim().is_empty() {
+                bail!("invalid configuration: `{key}` must not be empty");
+            }
+            Ok(())
+        }
+        nonempty("kafka.brokers", &self.kafka.brokers)?;
+        nonempty("kafka.topic", &self.kafka.topic)?;
+        nonempty("kafka.dlq_topic", &self.kafka.dlq_topic)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        if self.kafka.topic == self.kafka.dlq_topic {
+            bail!("invalid configuration: `kafka.dlq_topic` must differ from `kafka.topic`");
+        }
+        if !matches!(
+            self.kafka.auto_offset_reset.as_str(),
+            "earliest" | "latest"
+        ) {
+            bail!("invalid configuration: `kafka.auto_offset_reset` must be \"earliest\" or \"latest\"");
+        }
+        if !(1..=10_000).contains(&self.kafka.create_partitions) {
+            bail!("invalid configuration: `kafka.create_partitions` must be between 1 and 10000");
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("invalid configuration: `database.url` must be a postgres:// URL");
+        }
+        if self.database.max_connections < 2 {
+            bail!("invalid configuration: `database.max_connections` must be at least 2 (one for ingest, one for the API)");
+        }
+        if !(1..=50_000).contains(&self.ingest.batch_size) {
+            bail!("invalid configuration: `ingest.batch_size` must be between 1 and 50000");
+        }
+        if self.ingest.linger_ms > 60_000 {
+            bail!("invalid configuration: `ingest.linger_ms` must be at most 60000");
+        }
+        if self.ingest.retry_initial_ms == 0 || self.ingest.retry_max_ms < self.ingest.retry_initial_ms {
+            bail!("invalid configuration: `ingest.retry_initial_ms` must be > 0 and <= `ingest.retry_max_ms`");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bail!("invalid configuration: `log.format` must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+/// Reads the default config; used by `--print-default-config`-style tooling and tests.
+pub fn defaults() -> anyhow::Result<Settings> {
+    Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)))
+        .context("the embedded default configuration must be valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn the_embedded_defaults_are_valid() {
+        let s = defaults().expect("defaults load");
+        assert_eq!(s.kafka.topic, "saga.tracker");
+        assert_eq!(s.kafka.dlq_topic, "saga.tracker.dlq");
+        assert_eq!(s.ingest.batch_size, 500);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("ingest.batch_size", 0));
+        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        assert!(err.contains("ingest.batch_size"), "{err}");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("ingest.batch_size", "many"));
+        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        assert!(err.contains("batch_size"), "{err}");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("database.url", "mysql://x"));
+        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_override_with_the_tracker_prefix() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_KAFKA__BROKERS", "kafka-a:9092");
+            jail.set_env("TRACKER_INGEST__LINGER_MS", "25");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(s.kafka.brokers, "kafka-a:9092");
+            assert_eq!(s.ingest.linger_ms, 25);
+            Ok(())
+        });
+    }
+}

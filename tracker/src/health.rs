@@ -1,0 +1,55 @@
+//! Shared liveness/readiness facts: the consumer reports here, `/readyz` reads here.
+//!
+//! Only plain atomics so neither side ever blocks the other.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// What the consumer loop last said about itself.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerHealth {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The loop is running (set at start, cleared when it exits).
+    running: AtomicBool,
+    /// The last database write failed and the loop is retrying.
+    db_failing: AtomicBool,
+    /// Wall clock (unix ms) of the last successful poll of the broker (a message or an empty
+    /// poll both count): a stale value means the loop is wedged.
+    last_poll_unix_ms: AtomicI64,
+}
+
+impl ConsumerHealth {
+    pub fn set_running(&self, running: bool) {
+        self.inner.running.store(running, Ordering::SeqCst);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::SeqCst)
+    }
+
+    pub fn set_db_failing(&self, failing: bool) {
+        self.inner.db_failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn db_failing(&self) -> bool {
+        self.inner.db_failing.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_polled(&self) {
+        self.inner
+            .last_poll_unix_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// Milliseconds since the last poll, or `None` if the loop never polled.
+    pub fn since_last_poll_ms(&self) -> Option<i64> {
+        match self.inner.last_poll_unix_ms.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(chrono::Utc::now().timestamp_millis() - t),
+        }
+    }
+}

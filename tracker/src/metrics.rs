@@ -1,0 +1,198 @@
+//! Every metric the tracker exports: names, label sets and buckets in one place.
+//!
+//! Call sites use the small functions here instead of the `metrics` macros directly, so a
+//! name or label can never drift between the code, the dashboards and the alert rules.
+//! Saga counters are only ever moved after the transaction that produced them committed.
+//! `saga_type` label values are capped ([`LabelCap`]): one misbehaving emitter inventing
+//! types cannot explode the number of series.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use saga_tracker_sdk::contract::SagaStatus;
+
+pub const EVENTS_PROCESSED: &str = "saga_tracker_events_processed_total";
+pub const DLQ_MESSAGES: &str = "saga_tracker_dlq_messages_total";
+pub const BATCH_SIZE: &str = "saga_tracker_batch_size";
+pub const DB_WRITE_SECONDS: &str = "saga_tracker_db_write_seconds";
+pub const DB_WRITE_ERRORS: &str = "saga_tracker_db_write_errors_total";
+pub const VISIBILITY_LAG_SECONDS: &str = "saga_tracker_visibility_lag_seconds";
+pub const SAGAS_STARTED: &str = "saga_tracker_sagas_started_total";
+pub const SAGAS_COMPLETED: &str = "saga_tracker_sagas_completed_total";
+pub const SAGAS_FAILED: &str = "saga_tracker_sagas_failed_total";
+pub const SAGAS_COMPENSATED: &str = "saga_tracker_sagas_compensated_total";
+pub const HTTP_REQUEST_SECONDS: &str = "saga_tracker_http_request_duration_seconds";
+pub const CONSUMER_UP: &str = "saga_tracker_consumer_up";
+pub const LAST_COMMIT_TIMESTAMP: &str = "saga_tracker_last_commit_timestamp_seconds";
+
+/// Most distinct `saga_type` label values exported before new ones become `other`.
+pub const MAX_SAGA_TYPE_LABELS: usize = 200;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const LAG_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process and returns its handle.
+///
+/// Idempotent because tests run several trackers in one process and the `metrics` facade
+/// has exactly one global recorder.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(VISIBILITY_LAG_SECONDS.to_owned()),
+            LAG_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?;
+    let handle = match builder.install_recorder() {
+        Ok(h) => h,
+        // Lost a race with another thread: use the winner's handle.
+        Err(e) => return HANDLE.get().cloned().ok_or_else(|| anyhow::anyhow!(e)),
+    };
+    let _ = HANDLE.set(handle.clone());
+    describe();
+    Ok(HANDLE.get().cloned().unwrap_or(handle))
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_PROCESSED, "Kafka messages handled, by result: ok (stored), duplicate (eventId already stored), invalid (sent to the DLQ)");
+    describe_counter!(DLQ_MESSAGES, "Messages sent to the dead-letter topic, by reason");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Messages per ingest batch");
+    describe_histogram!(DB_WRITE_SECONDS, Unit::Seconds, "Duration of one batch transaction, begin to commit");
+    describe_counter!(DB_WRITE_ERRORS, "Batch transactions that failed and were retried");
+    describe_histogram!(VISIBILITY_LAG_SECONDS, Unit::Seconds, "Event time (occurredAt) to the commit that made it visible");
+    describe_counter!(SAGAS_STARTED, "Sagas seen for the first time, by saga_type");
+    describe_counter!(SAGAS_COMPLETED, "Sagas that reached COMPLETED, by saga_type");
+    describe_counter!(SAGAS_FAILED, "Sagas that reached FAILED, by saga_type");
+    describe_counter!(SAGAS_COMPENSATED, "Sagas that reached COMPENSATED, by saga_type");
+    describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request duration by method, route and status");
+    describe_gauge!(CONSUMER_UP, "1 while the consumer loop runs and the database accepts writes");
+    describe_gauge!(LAST_COMMIT_TIMESTAMP, Unit::Seconds, "Unix time of the last committed ingest batch");
+}
+
+/// Caps the distinct values one label may take.
+#[derive(Debug)]
+pub struct LabelCap {
+    max: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl LabelCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// `value` if it is already exported or there is room for it, else `"other"`.
+    pub fn label(&self, value: &str) -> String {
+        let Ok(mut seen) = self.seen.lock() else {
+            return "other".to_owned();
+        };
+        if seen.contains(value) {
+            return value.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+fn saga_types() -> &'static LabelCap {
+    static CAP: OnceLock<LabelCap> = OnceLock::new();
+    CAP.get_or_init(|| LabelCap::new(MAX_SAGA_TYPE_LABELS))
+}
+
+/// What one committed batch did, for the counters.
+#[derive(Debug, Default, Clone)]
+pub struct CommittedBatch {
+    pub ok: u64,
+    pub duplicate: u64,
+    pub size: usize,
+    pub write_time: Duration,
+    pub visibility_lags: Vec<f64>,
+    /// `(saga_type, previous status or None for a new saga, new status)`.
+    pub transitions: Vec<(String, Option<SagaStatus>, SagaStatus)>,
+}
+
+/// Records a committed batch. Call only after the commit succeeded.
+pub fn batch_committed(b: &CommittedBatch) {
+    counter!(EVENTS_PROCESSED, "result" => "ok").increment(b.ok);
+    counter!(EVENTS_PROCESSED, "result" => "duplicate").increment(b.duplicate);
+    histogram!(BATCH_SIZE).record(b.size as f64);
+    histogram!(DB_WRITE_SECONDS).record(b.write_time.as_secs_f64());
+    let lag = histogram!(VISIBILITY_LAG_SECONDS);
+    for l in &b.visibility_lags {
+        lag.record(l.max(0.0));
+    }
+    for (saga_type, from, to) in &b.transitions {
+        let t = saga_types().label(saga_type);
+        if from.is_none() {
+            counter!(SAGAS_STARTED, "saga_type" => t.clone()).increment(1);
+        }
+        if *from == Some(*to) {
+            continue;
+        }
+        let name = match to {
+            SagaStatus::Completed => SAGAS_COMPLETED,
+            SagaStatus::Failed => SAGAS_FAILED,
+            SagaStatus::Compensated => SAGAS_COMPENSATED,
+            _ => continue,
+        };
+        counter!(name, "saga_type" => t).increment(1);
+    }
+    gauge!(LAST_COMMIT_TIMESTAMP).set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+}
+
+/// Counts one message sent to the DLQ (after the DLQ producer acknowledged it).
+pub fn dead_lettered(reason: &'static str) {
+    counter!(EVENTS_PROCESSED, "result" => "invalid").increment(1);
+    counter!(DLQ_MESSAGES, "reason" => reason).increment(1);
+}
+
+pub fn db_write_failed() {
+    counter!(DB_WRITE_ERRORS).increment(1);
+}
+
+pub fn consumer_up(up: bool) {
+    gauge!(CONSUMER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Records one HTTP request. `route` is the matched route template, never the raw path.
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    histogram!(HTTP_REQUEST_SECONDS,
+        "method" => method.to_owned(),
+        "route" => route.to_owned(),
+        "status" => status.to_string())
+    .record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_cap_sends_overflow_to_other() {
+        let cap = LabelCap::new(2);
+        assert_eq!(cap.label("A"), "A");
+        assert_eq!(cap.label("B"), "B");
+        assert_eq!(cap.label("C"), "other");
+        assert_eq!(cap.label("A"), "A");
+    }
+}

@@ -1,0 +1,51 @@
+//! PostgreSQL: the connection pool, migrations, the batched ingest transaction ([`write`])
+//! and the queries behind the API ([`read`]).
+//!
+//! Only this module speaks SQL. It does not know about Kafka: the ingest loop hands it
+//! decoded events and gets back what to count.
+
+pub mod read;
+pub mod write;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseSettings;
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool lazily: the tracker starts (and `/healthz` answers) even while the database
+/// is down; readiness and the ingest loop report and retry instead.
+pub fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .context("`database.url` is not a valid PostgreSQL URL")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(options.application_name("saga-tracker")))
+}
+
+/// Applies pending migrations (idempotent).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
+}
+
+/// `select 1` with a deadline, for `/readyz`.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> anyhow::Result<()> {
+    tokio::time::timeout(timeout, sqlx::query("select 1").execute(pool))
+        .await
+        .context("database ping timed out")?
+        .context("database ping failed")?;
+    Ok(())
+}
