@@ -188,11 +188,7 @@ pub struct SagaEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
     /// Business identifier such as an order number (`orderId` accepted as an alias).
-    #[serde(
-        default,
-        alias = "orderId",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "orderId", skip_serializing_if = "Option::is_none")]
     pub business_key: Option<String>,
     /// W3C trace id (32 lowercase hex digits), all-zero dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,7 +242,11 @@ impl ContractError {
     }
 
     pub(crate) fn missing(field: &'static str) -> Self {
-        Self::new("missing_field", Some(field), format!("`{field}` is required"))
+        Self::new(
+            "missing_field",
+            Some(field),
+            format!("`{field}` is required"),
+        )
     }
 
     pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
@@ -295,9 +295,8 @@ pub fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<SagaEvent, ContractErr
             ),
         ));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        ContractError::new("not_utf8", None, format!("message is not UTF-8: {e}"))
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ContractError::new("not_utf8", None, format!("message is not UTF-8: {e}")))?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ContractError::new("not_json", None, format!("message is not JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -374,7 +373,10 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn opt_object(&self, name: &'static str) -> Result<Option<&'a Map<String, Value>>, ContractError> {
+    fn opt_object(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<&'a Map<String, Value>>, ContractError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
@@ -445,7 +447,8 @@ fn from_v1(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
             Some("schemaVersion"),
             format!(
                 "schemaVersion {} is not supported (this tracker understands {SCHEMA_VERSION})",
-                obj.get("schemaVersion").map_or("null".into(), Value::to_string)
+                obj.get("schemaVersion")
+                    .map_or("null".into(), Value::to_string)
             ),
         ));
     }
@@ -660,7 +663,10 @@ impl SagaEvent {
             return Err(ContractError::new(
                 "invalid_timestamp",
                 Some("occurredAt"),
-                format!("occurredAt {} is before 2000-01-01", self.occurred_at.to_rfc3339()),
+                format!(
+                    "occurredAt {} is before 2000-01-01",
+                    self.occurred_at.to_rfc3339()
+                ),
             ));
         }
         if self.occurred_at > now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS) {
@@ -682,6 +688,12 @@ impl SagaEvent {
                     format!("`error.code` is longer than {MAX_ERROR_CODE_CHARS} characters"),
                 ));
             }
+            if err.code.contains('\0') || err.message.contains('\0') {
+                return Err(ContractError::invalid(
+                    "error",
+                    "`error` contains a NUL character",
+                ));
+            }
             if err.message.chars().count() > MAX_ERROR_MESSAGE_CHARS {
                 return Err(ContractError::invalid(
                     "error",
@@ -695,7 +707,17 @@ impl SagaEvent {
                 return Err(ContractError::new(
                     "metadata_too_large",
                     Some("metadata"),
-                    format!("metadata is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}"),
+                    format!(
+                        "metadata is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}"
+                    ),
+                ));
+            }
+            // PostgreSQL's jsonb cannot hold U+0000; reject it here, with a reason, rather
+            // than have the database reject the whole batch.
+            if json_has_nul(&Value::Object(m.clone())) {
+                return Err(ContractError::invalid(
+                    "metadata",
+                    "`metadata` contains a NUL character (\\u0000)",
                 ));
             }
             if m.is_empty() {
@@ -712,6 +734,15 @@ impl SagaEvent {
     }
 }
 
+fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -722,7 +753,9 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().unwrap_or_default()
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
     }
 
     fn valid() -> Value {
@@ -759,7 +792,10 @@ mod tests {
     fn order_id_is_an_alias_for_business_key() {
         let mut v = valid();
         v["orderId"] = json!("8812");
-        assert_eq!(decode_value(&v).expect("valid").business_key.as_deref(), Some("8812"));
+        assert_eq!(
+            decode_value(&v).expect("valid").business_key.as_deref(),
+            Some("8812")
+        );
     }
 
     #[test]
@@ -769,7 +805,10 @@ mod tests {
         v["error"] = json!({"code": "X", "message": "y"});
         v["traceId"] = json!("4BF92F3577B34DA6A3CE929D0E0E4736");
         let e = decode_value(&v).expect("valid");
-        assert_eq!(e.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         let again = decode(&e.to_json(), now()).expect("re-decodes");
         assert_eq!(e, again);
     }
@@ -788,7 +827,10 @@ mod tests {
         assert_eq!(decode(b"", now()).unwrap_err().reason(), "empty_message");
         assert_eq!(decode(b"nope", now()).unwrap_err().reason(), "not_json");
         assert_eq!(decode(b"[1]", now()).unwrap_err().reason(), "not_object");
-        assert_eq!(decode(&[0xff, 0xfe], now()).unwrap_err().reason(), "not_utf8");
+        assert_eq!(
+            decode(&[0xff, 0xfe], now()).unwrap_err().reason(),
+            "not_utf8"
+        );
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(decode(&big, now()).unwrap_err().reason(), "oversize");
 
@@ -798,7 +840,10 @@ mod tests {
 
         let mut v = valid();
         v["schemaVersion"] = json!(2);
-        assert_eq!(reason_of(v), ("unsupported_schema_version", Some("schemaVersion")));
+        assert_eq!(
+            reason_of(v),
+            ("unsupported_schema_version", Some("schemaVersion"))
+        );
 
         let mut v = valid();
         v["sagaId"] = json!(42);
@@ -841,6 +886,10 @@ mod tests {
         assert_eq!(reason_of(v), ("metadata_too_large", Some("metadata")));
 
         let mut v = valid();
+        v["metadata"] = json!({"k": "a\u{0}b"});
+        assert_eq!(reason_of(v), ("invalid_value", Some("metadata")));
+
+        let mut v = valid();
         v["traceId"] = json!("xyz");
         assert_eq!(reason_of(v), ("invalid_value", Some("traceId")));
 
@@ -867,7 +916,10 @@ mod tests {
         assert_eq!(e.step_status, StepStatus::Failed);
         assert_eq!(e.business_key.as_deref(), Some("8812"));
         assert_eq!(e.occurred_at.timestamp_millis(), 1_763_726_400_000);
-        assert_eq!(e.metadata.as_ref().and_then(|m| m.get("amount")), Some(&json!(12)));
+        assert_eq!(
+            e.metadata.as_ref().and_then(|m| m.get("amount")),
+            Some(&json!(12))
+        );
         // Deterministic id: the same legacy message decodes to the same eventId.
         let again = decode_value(&legacy).expect("legacy accepted");
         assert_eq!(e.event_id, again.event_id);

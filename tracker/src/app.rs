@@ -1,1 +1,92 @@
-//! TODO
+//! Wires the parts into one running service.
+//!
+//! [`Application::build`] does everything that can fail fast — binds the HTTP listener (port
+//! 0 in tests), checks the Kafka topics, creates the consumer — so a misconfigured tracker
+//! exits before it claims to be up. [`Application::run`] then serves until the cancellation
+//! token fires and drains in order: the consumer finishes its batch in flight and commits,
+//! then the HTTP server stops.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::health::ConsumerHealth;
+use crate::ingest::{topics, Ingestor};
+use crate::{metrics, store};
+
+/// A built, not yet running, tracker.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    ingestor: Ingestor,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds `http.addr`, opens the (lazy) pool, checks/creates topics and subscribes.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = metrics::install().context("installing the Prometheus recorder")?;
+        let listener = TcpListener::bind(settings.http.addr)
+            .await
+            .with_context(|| format!("binding `http.addr` = {}", settings.http.addr))?;
+        let pool = store::connect_lazy(&settings.database)?;
+        topics::ensure_topics(&settings.kafka).await?;
+        let health = ConsumerHealth::default();
+        let ingestor = Ingestor::new(&settings, pool.clone(), health.clone())?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                pool,
+                consumer: health,
+                consumer_enabled: true,
+                metrics,
+            },
+            ingestor,
+        })
+    }
+
+    /// The address the HTTP server listens on (useful with port 0).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The database pool, for tests and tools that run beside the tracker.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains. If the consumer fails, the HTTP
+    /// server is stopped too and the error returned, so the process exits non-zero and its
+    /// supervisor restarts it.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            ingestor,
+        } = self;
+        let http_stop = CancellationToken::new();
+        let server = tokio::spawn(api::serve(listener, state, http_stop.clone()));
+        let consumed = ingestor.run(shutdown.clone()).await;
+        if let Err(e) = &consumed {
+            tracing::error!(error = format!("{e:#}"), "consumer failed; shutting down");
+        }
+        http_stop.cancel();
+        let served = server.await.context("HTTP server task panicked")?;
+        consumed?;
+        served?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,1 +1,327 @@
-//! TODO
+//! The Kafka side: consume, batch, decode, dead-letter, hand to the store, store offsets.
+//!
+//! The delivery guarantee lives here. rdkafka's automatic offset *store* is off; offsets are
+//! stored (and later committed by the auto-committer, or synchronously on revoke and on
+//! shutdown) only after
+//!
+//! 1. every invalid message of the batch has been acknowledged by the DLQ topic, and
+//! 2. the database transaction holding every valid message of the batch has committed.
+//!
+//! A crash anywhere before that redelivers the batch; the store's `eventId` idempotency turns
+//! the redelivery into duplicates that are counted and dropped. Database or DLQ failures are
+//! retried with capped exponential backoff for as long as it takes; a shutdown request during
+//! retries abandons the batch *without* storing its offsets, so it is redelivered later.
+//!
+//! This module decodes with the SDK's contract and writes through `store`; it never builds
+//! SQL and never touches HTTP.
+
+pub mod dlq;
+pub mod topics;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use saga_tracker_sdk::contract::{self, ContractError};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::health::ConsumerHealth;
+use crate::metrics;
+use crate::store::write::{write_batch, IncomingEvent, KafkaSource};
+use dlq::DeadLetters;
+
+/// Commits stored offsets synchronously before partitions are taken away, so the next owner
+/// starts exactly after what this replica has made durable.
+#[derive(Debug, Default)]
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions revoked; committing stored offsets"
+            );
+            commit_stored(consumer);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+fn commit_stored<C: ConsumerContext>(consumer: &impl Consumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        // Nothing stored since the last commit: nothing to do.
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "committing offsets failed; they will be redelivered and deduplicated")
+        }
+    }
+}
+
+/// The consumer with its collaborators.
+pub struct Ingestor {
+    consumer: StreamConsumer<IngestContext>,
+    dead_letters: DeadLetters,
+    pool: PgPool,
+    settings: Settings,
+    health: ConsumerHealth,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("topic", &self.settings.kafka.topic)
+            .field("group_id", &self.settings.kafka.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The batch could not be made durable before shutdown; its offsets were not stored.
+#[derive(Debug)]
+struct Abandoned;
+
+impl Ingestor {
+    /// Creates the consumer and the DLQ producer and subscribes. Does not check topics: call
+    /// [`topics::ensure_topics`] first.
+    pub fn new(settings: &Settings, pool: PgPool, health: ConsumerHealth) -> anyhow::Result<Self> {
+        let k = &settings.kafka;
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &k.brokers)
+            .set("group.id", &k.group_id)
+            .set("client.id", "saga-tracker")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // The heart of at-least-once: only we decide which offsets are safe to commit.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &k.auto_offset_reset)
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        for (key, v) in &k.properties {
+            cc.set(key, v);
+        }
+        let consumer: StreamConsumer<IngestContext> = cc
+            .create_with_context(IngestContext)
+            .context("creating the Kafka consumer")?;
+        consumer
+            .subscribe(&[k.topic.as_str()])
+            .with_context(|| format!("subscribing to `{}`", k.topic))?;
+        Ok(Self {
+            consumer,
+            dead_letters: DeadLetters::new(k)?,
+            pool,
+            settings: settings.clone(),
+            health,
+        })
+    }
+
+    /// Consumes until `shutdown` fires, then finishes the batch in flight, commits and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.health.set_running(true);
+        metrics::consumer_up(true);
+        tracing::info!(topic = %self.settings.kafka.topic, group = %self.settings.kafka.group_id, "consumer started");
+        let result = self.consume(&shutdown).await;
+        tracing::info!("consumer stopping: committing stored offsets");
+        let consumer = &self.consumer;
+        tokio::task::block_in_place(|| commit_stored(consumer));
+        self.consumer.unsubscribe();
+        self.health.set_running(false);
+        metrics::consumer_up(false);
+        result
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let batch_size = self.settings.ingest.batch_size;
+        let linger = self.settings.ingest.linger();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                r = tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()) => r,
+            };
+            self.health.mark_polled();
+            let first = match first {
+                Err(_idle) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+                Ok(Ok(m)) => m.detach(),
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < batch_size {
+                tokio::select! {
+                    biased;
+                    // Stop filling on shutdown; what we hold is still processed below.
+                    _ = shutdown.cancelled() => break,
+                    r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
+                        Err(_linger_over) => break,
+                        Ok(Ok(m)) => batch.push(m.detach()),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "Kafka consumer error while filling a batch");
+                            break;
+                        }
+                    },
+                }
+            }
+            if self.process(batch, shutdown).await.is_err() {
+                tracing::warn!("shutdown during retries: batch abandoned, it will be redelivered");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Makes one batch durable, then stores its offsets. `Err` only if shutdown interrupted
+    /// the retries, in which case nothing was stored.
+    async fn process(
+        &self,
+        batch: Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let now = Utc::now();
+        let mut valid = Vec::with_capacity(batch.len());
+        let mut invalid: Vec<(&OwnedMessage, ContractError)> = Vec::new();
+        for msg in &batch {
+            match decode_message(msg, now) {
+                Ok(event) => valid.push(IncomingEvent {
+                    event,
+                    received_at: now,
+                    source: Some(KafkaSource {
+                        topic: msg.topic().to_owned(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                    }),
+                }),
+                Err(e) => invalid.push((msg, e)),
+            }
+        }
+
+        for (msg, why) in &invalid {
+            tracing::warn!(
+                reason = why.reason(),
+                error = %why,
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "invalid event sent to the DLQ"
+            );
+            self.retry(shutdown, "DLQ send", || self.dead_letters.send(msg, why))
+                .await?;
+            metrics::dead_lettered(why.reason());
+        }
+
+        let committed = self
+            .retry(shutdown, "database write", || async {
+                write_batch(&self.pool, &valid)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+        self.health.set_db_failing(false);
+        metrics::consumer_up(true);
+        metrics::batch_committed(&committed);
+
+        self.store_offsets(&batch);
+        Ok(())
+    }
+
+    /// Retries `op` with capped exponential backoff until it succeeds or shutdown is requested.
+    async fn retry<T, F, Fut>(
+        &self,
+        shutdown: &CancellationToken,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, Abandoned>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut delay = Duration::from_millis(self.settings.ingest.retry_initial_ms);
+        let max = Duration::from_millis(self.settings.ingest.retry_max_ms);
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "{what} failed; retrying"
+                    );
+                    if what == "database write" {
+                        self.health.set_db_failing(true);
+                        metrics::db_write_failed();
+                        metrics::consumer_up(false);
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Abandoned),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    self.health.mark_polled();
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
+    }
+
+    fn store_offsets(&self, batch: &[OwnedMessage]) {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let e = next
+                .entry((m.topic(), m.partition()))
+                .or_insert(m.offset() + 1);
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(error = %e, topic, partition, "building offset list");
+            }
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // Typically: the partition was revoked while we wrote. Its new owner re-reads
+            // from the last commit and the store deduplicates.
+            tracing::warn!(error = %e, "storing offsets failed; the batch may be redelivered (deduplicated)");
+        }
+    }
+}
+
+/// Decodes one message, applying the key rule: a message key, when present, must equal the
+/// event's `sagaId` (it decides the partition, and a mismatch means an emitter mixes up
+/// ids); a missing key is accepted because ordering never affects the result.
+pub fn decode_message(
+    msg: &OwnedMessage,
+    now: chrono::DateTime<Utc>,
+) -> Result<contract::SagaEvent, ContractError> {
+    let payload = msg.payload().unwrap_or_default();
+    let event = contract::decode(payload, now)?;
+    if let Some(key) = msg.key() {
+        if key != event.saga_id.as_bytes() {
+            return Err(ContractError::key_mismatch(
+                &String::from_utf8_lossy(key),
+                &event.saga_id,
+            ));
+        }
+    }
+    Ok(event)
+}

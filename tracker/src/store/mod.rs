@@ -5,6 +5,7 @@
 //! decoded events and gets back what to count.
 
 pub mod read;
+pub mod rows;
 pub mod write;
 
 use std::time::Duration;

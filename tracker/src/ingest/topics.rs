@@ -1,0 +1,103 @@
+//! Start-up check that the input and DLQ topics exist, with opt-in creation.
+//!
+//! A tracker pointed at a missing topic would otherwise sit idle and healthy-looking; failing
+//! at start with the topic's name is kinder to whoever is deploying it.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSettings;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn base_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// Names of `wanted` topics that the cluster does not report (or reports with no partitions).
+async fn missing_topics(kafka: &KafkaSettings, wanted: &[String]) -> anyhow::Result<Vec<String>> {
+    let cc = base_config(kafka);
+    let wanted = wanted.to_vec();
+    let brokers = kafka.brokers.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let consumer: BaseConsumer = cc.create().context("creating a metadata client")?;
+        let md = consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .with_context(|| {
+                format!("fetching cluster metadata from `kafka.brokers` = {brokers}")
+            })?;
+        Ok(wanted
+            .into_iter()
+            .filter(|name| {
+                !md.topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            })
+            .collect())
+    })
+    .await
+    .context("metadata task panicked")?
+}
+
+/// Fails unless both topics exist; creates them first when `kafka.create_topics` is set.
+pub async fn ensure_topics(kafka: &KafkaSettings) -> anyhow::Result<()> {
+    let wanted = vec![kafka.topic.clone(), kafka.dlq_topic.clone()];
+    let missing = missing_topics(kafka, &wanted).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !kafka.create_topics {
+        bail!(
+            "Kafka topic(s) {} do not exist on {}; create them (e.g. {} partitions) or set \
+             TRACKER_KAFKA__CREATE_TOPICS=true to let the tracker create them",
+            missing
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            kafka.brokers,
+            kafka.create_partitions
+        );
+    }
+    let admin: AdminClient<DefaultClientContext> = base_config(kafka)
+        .create()
+        .context("creating a Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| NewTopic::new(t, kafka.create_partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .context("creating topics")?
+    {
+        match result {
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = kafka.create_partitions, "created topic")
+            }
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::info!(topic = %name, "topic already exists")
+            }
+            Err((name, code)) => bail!("could not create topic `{name}`: {code}"),
+        }
+    }
+    // Creation is asynchronous on the broker side; wait (bounded) until metadata shows them.
+    for _ in 0..50 {
+        if missing_topics(kafka, &wanted).await?.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("created topics {missing:?} but the cluster still does not report them after 10 s")
+}
