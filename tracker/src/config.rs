@@ -120,10 +120,7 @@ impl Settings {
         if self.kafka.topic == self.kafka.dlq_topic {
             bail!("invalid configuration: `kafka.dlq_topic` must differ from `kafka.topic`");
         }
-        if !matches!(
-            self.kafka.auto_offset_reset.as_str(),
-            "earliest" | "latest"
-        ) {
+        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
             bail!("invalid configuration: `kafka.auto_offset_reset` must be \"earliest\" or \"latest\"");
         }
         if !(1..=10_000).contains(&self.kafka.create_partitions) {
@@ -142,7 +139,9 @@ impl Settings {
         if self.ingest.linger_ms > 60_000 {
             bail!("invalid configuration: `ingest.linger_ms` must be at most 60000");
         }
-        if self.ingest.retry_initial_ms == 0 || self.ingest.retry_max_ms < self.ingest.retry_initial_ms {
+        if self.ingest.retry_initial_ms == 0
+            || self.ingest.retry_max_ms < self.ingest.retry_initial_ms
+        {
             bail!("invalid configuration: `ingest.retry_initial_ms` must be > 0 and <= `ingest.retry_max_ms`");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -175,21 +174,29 @@ mod tests {
     fn a_bad_value_names_its_key() {
         let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
             .merge(Serialized::default("ingest.batch_size", 0));
-        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
         assert!(err.contains("ingest.batch_size"), "{err}");
 
         let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
             .merge(Serialized::default("ingest.batch_size", "many"));
-        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
         assert!(err.contains("batch_size"), "{err}");
 
         let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
             .merge(Serialized::default("database.url", "mysql://x"));
-        let err = Settings::from_figment(fig).expect_err("rejected").to_string();
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
         assert!(err.contains("database.url"), "{err}");
     }
 
     #[test]
+    // figment's Jail API fixes the closure's error type; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     fn environment_variables_override_with_the_tracker_prefix() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TRACKER_KAFKA__BROKERS", "kafka-a:9092");

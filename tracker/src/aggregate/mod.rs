@@ -9,9 +9,11 @@
 //! This module must not import `ingest`, `store` or `api`.
 
 mod fold;
+#[cfg(test)]
+mod test_support;
 mod timeline;
 
-pub use fold::{canonical_order, fold, SagaState};
+pub use fold::{canonical_order, fold, SagaState, UNSPECIFIED_ERROR_CODE};
 pub use timeline::{timeline, StepCompensation, StepTimeline};
 
 use chrono::{DateTime, Utc};
