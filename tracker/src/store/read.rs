@@ -1,1 +1,304 @@
 //! Read queries behind the REST API.
+//!
+//! The API parses and validates what the caller asked for into a [`SagaFilter`]; this module
+//! turns it into one parameterised statement (every value is a bind, never spliced into the
+//! SQL text) and returns plain rows. It knows nothing about HTTP, JSON shapes or cursors'
+//! wire encoding.
+//!
+//! Listing order is `started_at desc, saga_id desc` everywhere. `saga_id` is unique, so the
+//! order is total and a keyset position ([`Keyset`]) names exactly one place in it: a page
+//! boundary never skips or repeats a saga, however many rows arrive while someone pages, and
+//! each page is an index range scan instead of an ever-growing `offset`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use super::rows::{EventRow, EVENT_COLUMNS};
+
+/// What a search asks for. Every field narrows the result (AND); empty means "no filter".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SagaFilter {
+    /// Exact `saga_type`.
+    pub saga_type: Option<String>,
+    /// Any of these statuses (wire names such as `FAILED`); empty = any status.
+    pub statuses: Vec<String>,
+    /// Exact business key.
+    pub business_key: Option<String>,
+    /// Exact trace id (lowercase hex).
+    pub trace_id: Option<String>,
+    /// The saga has at least one event for this step.
+    pub step: Option<String>,
+    /// This service emitted at least one of the saga's events.
+    pub service: Option<String>,
+    /// `started_at >= started_after`.
+    pub started_after: Option<DateTime<Utc>>,
+    /// `started_at < started_before`.
+    pub started_before: Option<DateTime<Utc>>,
+    /// `updated_at >= updated_after`.
+    pub updated_after: Option<DateTime<Utc>>,
+    /// `updated_at < updated_before`.
+    pub updated_before: Option<DateTime<Utc>>,
+    /// `duration_ms >= min_duration_ms` (sagas still running have no duration and never match).
+    pub min_duration_ms: Option<i64>,
+    /// Metadata conditions, all of which must hold.
+    pub metadata: Vec<MetadataMatch>,
+}
+
+/// One metadata condition: the saga's merged metadata contains `key` with one of `values`.
+///
+/// Each alternative becomes a `metadata @> '{"key": value}'` test so the GIN
+/// `jsonb_path_ops` index on `sagas.metadata` serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataMatch {
+    pub key: String,
+    /// Accepted JSON values (e.g. both `"12"` and `12`); at least one.
+    pub values: Vec<Value>,
+}
+
+/// A position in the listing order: results start strictly after this saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset {
+    pub started_at: DateTime<Utc>,
+    pub saga_id: String,
+}
+
+/// One row of `sagas`, as the API shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SagaRow {
+    pub saga_id: String,
+    pub saga_type: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub current_step: String,
+    pub failed_step: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub compensation_started_at: Option<DateTime<Utc>>,
+    pub compensation_ended_at: Option<DateTime<Utc>>,
+    pub compensation_duration_ms: Option<i64>,
+    pub event_count: i32,
+    pub late_event_count: i32,
+    pub business_key: Option<String>,
+    pub trace_id: Option<String>,
+    pub metadata: Value,
+    pub services: Vec<String>,
+}
+
+/// One row of `saga_events`: what rebuilds the event ([`EventRow`], shared with the write
+/// path) plus when it was stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    #[sqlx(flatten)]
+    pub row: EventRow,
+    /// When the transaction that stored it began; `ingested_at - occurred_at` is the
+    /// visibility lag.
+    pub ingested_at: DateTime<Utc>,
+}
+
+const SAGA_COLUMNS: &str = "saga_id, saga_type, status, started_at, updated_at, ended_at, \
+     duration_ms, current_step, failed_step, failure_code, failure_message, \
+     compensation_started_at, compensation_ended_at, compensation_duration_ms, event_count, \
+     late_event_count, business_key, trace_id, metadata, services";
+
+/// Up to `limit` sagas matching `filter`, in listing order, starting after `after`.
+///
+/// Callers that want to know whether another page exists ask for one row more than they
+/// show.
+pub async fn search_sagas(
+    pool: &PgPool,
+    filter: &SagaFilter,
+    after: Option<&Keyset>,
+    limit: i64,
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let mut qb = search_query(filter, after, limit);
+    qb.build_query_as::<SagaRow>().fetch_all(pool).await
+}
+
+fn search_query<'a>(
+    filter: &'a SagaFilter,
+    after: Option<&'a Keyset>,
+    limit: i64,
+) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::new("select ");
+    qb.push(SAGA_COLUMNS).push(" from sagas s where true");
+    if let Some(t) = &filter.saga_type {
+        qb.push(" and s.saga_type = ").push_bind(t);
+    }
+    if !filter.statuses.is_empty() {
+        qb.push(" and s.status = any(")
+            .push_bind(&filter.statuses)
+            .push(")");
+    }
+    if let Some(k) = &filter.business_key {
+        qb.push(" and s.business_key = ").push_bind(k);
+    }
+    if let Some(t) = &filter.trace_id {
+        qb.push(" and s.trace_id = ").push_bind(t);
+    }
+    if let Some(step) = &filter.step {
+        // Served by `saga_events_step_idx (step, saga_id)`.
+        qb.push(
+            " and exists (select 1 from saga_events e where e.saga_id = s.saga_id and e.step = ",
+        )
+        .push_bind(step)
+        .push(")");
+    }
+    if let Some(service) = &filter.service {
+        // Array containment, so the GIN index on `services` applies.
+        qb.push(" and s.services @> array[")
+            .push_bind(service)
+            .push("]::text[]");
+    }
+    if let Some(t) = filter.started_after {
+        qb.push(" and s.started_at >= ").push_bind(t);
+    }
+    if let Some(t) = filter.started_before {
+        qb.push(" and s.started_at < ").push_bind(t);
+    }
+    if let Some(t) = filter.updated_after {
+        qb.push(" and s.updated_at >= ").push_bind(t);
+    }
+    if let Some(t) = filter.updated_before {
+        qb.push(" and s.updated_at < ").push_bind(t);
+    }
+    if let Some(ms) = filter.min_duration_ms {
+        qb.push(" and s.duration_ms >= ").push_bind(ms);
+    }
+    push_metadata(&mut qb, &filter.metadata);
+    if let Some(k) = after {
+        // Row comparison matches the (started_at desc, saga_id desc) index exactly.
+        qb.push(" and (s.started_at, s.saga_id) < (")
+            .push_bind(k.started_at)
+            .push(", ")
+            .push_bind(&k.saga_id)
+            .push(")");
+    }
+    qb.push(" order by s.started_at desc, s.saga_id desc limit ")
+        .push_bind(limit);
+    qb
+}
+
+/// Conditions with a single accepted value are merged into one containment document (one
+/// index probe); a condition with alternatives becomes an `or` of containments.
+fn push_metadata(qb: &mut QueryBuilder<'_, Postgres>, conditions: &[MetadataMatch]) {
+    let mut merged = Map::new();
+    let mut alternatives = Vec::new();
+    for m in conditions {
+        match m.values.as_slice() {
+            [] => {}
+            [one] if !merged.contains_key(&m.key) => {
+                merged.insert(m.key.clone(), one.clone());
+            }
+            _ => alternatives.push(m),
+        }
+    }
+    if !merged.is_empty() {
+        qb.push(" and s.metadata @> ")
+            .push_bind(Value::Object(merged))
+            .push("::jsonb");
+    }
+    for m in alternatives {
+        qb.push(" and (");
+        for (i, v) in m.values.iter().enumerate() {
+            if i > 0 {
+                qb.push(" or ");
+            }
+            let mut doc = Map::new();
+            doc.insert(m.key.clone(), v.clone());
+            qb.push("s.metadata @> ")
+                .push_bind(Value::Object(doc))
+                .push("::jsonb");
+        }
+        qb.push(")");
+    }
+}
+
+/// One saga's row and all its stored events, read from one snapshot so the summary and the
+/// events always agree. `None` if the saga is unknown.
+pub async fn saga_with_events(
+    pool: &PgPool,
+    saga_id: &str,
+) -> Result<Option<(SagaRow, Vec<StoredEvent>)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    let saga = sqlx::query_as::<_, SagaRow>(&format!(
+        "select {SAGA_COLUMNS} from sagas where saga_id = $1"
+    ))
+    .bind(saga_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(saga) = saga else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let events = sqlx::query_as::<_, StoredEvent>(&format!(
+        "select {EVENT_COLUMNS}, ingested_at from saga_events where saga_id = $1 \
+         order by sequence asc nulls first, occurred_at asc, event_id asc"
+    ))
+    .bind(saga_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((saga, events)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_empty_filter_lists_everything_in_keyset_order() {
+        let f = SagaFilter::default();
+        let sql = search_query(&f, None, 51).into_sql();
+        assert!(
+            sql.ends_with(
+                "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn every_value_is_a_bind_parameter() {
+        let f = SagaFilter {
+            saga_type: Some("ORDER'; drop table sagas; --".into()),
+            statuses: vec!["FAILED".into(), "COMPENSATED".into()],
+            metadata: vec![
+                MetadataMatch {
+                    key: "region".into(),
+                    values: vec![json!("eu")],
+                },
+                MetadataMatch {
+                    key: "amount".into(),
+                    values: vec![json!("12"), json!(12)],
+                },
+            ],
+            ..SagaFilter::default()
+        };
+        let k = Keyset {
+            started_at: Utc::now(),
+            saga_id: "x".into(),
+        };
+        let sql = search_query(&f, Some(&k), 10).into_sql();
+        assert!(!sql.contains("drop table"), "{sql}");
+        assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
+        assert!(sql.contains("s.status = any($2)"), "{sql}");
+        assert!(
+            sql.contains(
+                "s.metadata @> $3::jsonb and (s.metadata @> $4::jsonb or s.metadata @> $5::jsonb)"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("(s.started_at, s.saga_id) < ($6, $7)"),
+            "{sql}"
+        );
+    }
+}
