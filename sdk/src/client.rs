@@ -1,181 +1,131 @@
 //! The producer side: turn a [`Step`] into a contract event and deliver it to Kafka.
 //!
+//! # How delivery works
+//!
+//! One librdkafka producer per tracker (idempotent, `acks=all`, key = `sagaId`) with its own
+//! polling thread ([`ThreadedProducer`]), so delivery reports are handled without any help from
+//! the caller's runtime. librdkafka's in-memory queue *is* the buffer; a semaphore with
+//! [`TrackerConfig::buffer_capacity`] permits sits in front of it:
+//!
+//! - a recording call takes a permit before handing the event to librdkafka, and the delivery
+//!   report (success or failure) gives it back, so at most `buffer_capacity` events are ever
+//!   accepted and not yet settled — memory is bounded whatever the broker does;
+//! - [`DeliveryMode::Async`] takes the permit with [`OverflowPolicy::Drop`] (`try_acquire`,
+//!   never waits) or [`OverflowPolicy::Wait`] (waits, event-driven, up to the limit), then
+//!   returns as soon as librdkafka has the event (`rd_kafka_producev` never blocks);
+//! - [`DeliveryMode::Sync`] waits for a permit up to the delivery timeout, then awaits the
+//!   delivery report through a oneshot channel.
+//!
+//! A separate bounded channel plus a sender task would copy every event once more and need a
+//! runtime at construction; librdkafka already queues, batches, retries and reports, so the
+//! semaphore only adds what it lacks: an exact bound and an async wait for room.
+//!
 //! `enabled = false` gives a tracker that validates nothing, connects to nothing and returns
 //! at once, so services can ship the SDK dark and switch it on by configuration.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde_json::{Map, Value};
-use uuid::Uuid;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tokio::sync::{oneshot, Semaphore, TryAcquireError};
 
-use crate::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
+use crate::config::{DeliveryMode, OverflowPolicy, TrackerConfig};
+use crate::context::SagaContext;
+use crate::contract::SagaEvent;
 use crate::error::Error;
+use crate::saga::SagaRecorder;
+use crate::stats::{DropReason, Recorder, Stats};
+use crate::step::Step;
+use crate::trace::{TraceParent, SAMPLED};
 
-/// The topic the tracker consumes by default.
-pub const DEFAULT_TOPIC: &str = "saga.tracker";
+/// Extra time a `Sync` call waits for a delivery report beyond the delivery timeout.
+/// librdkafka reports every message within `message.timeout.ms`; this only guards against a
+/// report that never comes.
+const REPORT_GRACE: Duration = Duration::from_secs(5);
 
-/// How to reach Kafka and who we are.
-#[derive(Debug, Clone)]
-pub struct TrackerConfig {
-    /// `false` turns every call into a no-op that needs no broker.
-    pub enabled: bool,
-    /// Bootstrap servers, comma separated.
-    pub brokers: String,
-    /// Topic to produce to.
-    pub topic: String,
-    /// This service's name, written into every event's `service` field.
-    pub service: String,
-    /// How long one delivery may take before it is reported as failed.
-    pub delivery_timeout: Duration,
-    /// Extra librdkafka producer properties (SASL, TLS, …), applied last.
-    pub producer_properties: BTreeMap<String, String>,
-}
-
-impl TrackerConfig {
-    /// An enabled configuration with the default topic and a 30 s delivery timeout.
-    pub fn new(brokers: impl Into<String>, service: impl Into<String>) -> Self {
-        Self {
-            enabled: true,
-            brokers: brokers.into(),
-            topic: DEFAULT_TOPIC.to_owned(),
-            service: service.into(),
-            delivery_timeout: Duration::from_secs(30),
-            producer_properties: BTreeMap::new(),
-        }
-    }
-
-    /// A configuration whose tracker does nothing.
-    pub fn disabled() -> Self {
-        Self {
-            enabled: false,
-            ..Self::new("", "disabled")
-        }
-    }
-
-    /// Produce to `topic` instead of [`DEFAULT_TOPIC`].
-    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = topic.into();
-        self
-    }
-}
-
-/// One step event to record. Build it with [`Step::new`] and the `with_*` setters.
-#[derive(Debug, Clone)]
-pub struct Step {
-    saga_id: String,
-    saga_type: String,
-    step: String,
-    step_status: StepStatus,
-    saga_status: Option<SagaStatus>,
-    sequence: Option<i64>,
-    business_key: Option<String>,
-    error: Option<StepError>,
-    metadata: Option<Map<String, Value>>,
-    occurred_at: Option<chrono::DateTime<Utc>>,
-}
-
-impl Step {
-    /// A step event for `saga_id`.
-    pub fn new(
-        saga_id: impl Into<String>,
-        saga_type: impl Into<String>,
-        step: impl Into<String>,
-        step_status: StepStatus,
-    ) -> Self {
-        Self {
-            saga_id: saga_id.into(),
-            saga_type: saga_type.into(),
-            step: step.into(),
-            step_status,
-            saga_status: None,
-            sequence: None,
-            business_key: None,
-            error: None,
-            metadata: None,
-            occurred_at: None,
-        }
-    }
-
-    /// Also report the saga-level transition.
-    pub fn with_saga_status(mut self, status: SagaStatus) -> Self {
-        self.saga_status = Some(status);
-        self
-    }
-
-    /// Per-saga order hint.
-    pub fn with_sequence(mut self, sequence: i64) -> Self {
-        self.sequence = Some(sequence);
-        self
-    }
-
-    /// Business identifier (order number, …).
-    pub fn with_business_key(mut self, key: impl Into<String>) -> Self {
-        self.business_key = Some(key.into());
-        self
-    }
-
-    /// Failure detail.
-    pub fn with_error(mut self, code: impl Into<String>, message: impl Into<String>) -> Self {
-        self.error = Some(StepError {
-            code: code.into(),
-            message: message.into(),
-        });
-        self
-    }
-
-    /// Searchable metadata (at most 16 KiB serialized).
-    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
-        self.metadata = Some(metadata);
-        self
-    }
-
-    /// Override the event time (defaults to now). Useful for back-filling.
-    pub fn at(mut self, occurred_at: chrono::DateTime<Utc>) -> Self {
-        self.occurred_at = Some(occurred_at);
-        self
-    }
-
-    /// Builds the contract event for `service`, with a fresh UUIDv7 id, and validates it.
-    pub fn into_event(self, service: &str) -> Result<SagaEvent, Error> {
-        let now = Utc::now();
-        let event = SagaEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7().to_string(),
-            saga_id: self.saga_id,
-            saga_type: self.saga_type,
-            step: self.step,
-            step_status: self.step_status,
-            saga_status: self.saga_status,
-            occurred_at: self.occurred_at.unwrap_or(now),
-            service: service.to_owned(),
-            sequence: self.sequence,
-            business_key: self.business_key,
-            trace_id: None,
-            span_id: None,
-            error: self.error,
-            metadata: self.metadata,
-        };
-        Ok(event.validate(now)?)
-    }
-}
-
-/// Records saga steps to Kafka. Cheap to clone; clones share one producer.
+/// Records saga steps to Kafka. Cheap to clone; clones share one producer and one buffer.
+///
+/// Build one at start-up, record from anywhere, and call [`SagaTracker::shutdown`] before
+/// the process exits: dropping the last clone discards whatever is still buffered.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use saga_tracker_sdk::{SagaContext, SagaTracker};
+///
+/// # async fn demo() -> Result<(), saga_tracker_sdk::Error> {
+/// // SAGA_TRACKER_BROKERS, SAGA_TRACKER_SERVICE, SAGA_TRACKER_DELIVERY=async, …
+/// let tracker = SagaTracker::from_env()?;
+/// let ctx = SagaContext::new("order-8812", "ORDER_CREATION");
+/// tracker.saga(&ctx).step_started("STOCK_RESERVED").await?;
+/// println!("{:?}", tracker.stats());
+/// tracker.shutdown(Duration::from_secs(5)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SagaTracker {
-    inner: Option<Inner>,
+    /// `None` when disabled: every call returns at once.
+    inner: Option<Arc<Inner>>,
 }
 
-#[derive(Clone)]
 struct Inner {
-    producer: FutureProducer,
+    producer: ThreadedProducer<DeliveryContext>,
+    shared: Arc<Shared>,
     topic: String,
     service: String,
     delivery_timeout: Duration,
+    delivery: DeliveryMode,
+    overflow: OverflowPolicy,
+}
+
+/// State shared between callers and librdkafka's polling thread.
+struct Shared {
+    /// One permit per free buffer slot; see the module docs.
+    slots: Semaphore,
+    stats: Recorder,
+    /// Set by [`SagaTracker::shutdown`]; later events are dropped (`Async`) or refused (`Sync`).
+    closed: AtomicBool,
+}
+
+/// Receives librdkafka's delivery reports on its polling thread.
+struct DeliveryContext {
+    shared: Arc<Shared>,
+}
+
+/// Travels with each message through librdkafka and comes back in its delivery report.
+struct Pending {
+    accepted_at: Instant,
+    /// Present for `Sync` sends: the caller awaits the outcome.
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let outcome = match result {
+            Ok(_) => {
+                self.shared.stats.delivered(pending.accepted_at.elapsed());
+                Ok(())
+            }
+            Err((e, _)) => {
+                let msg = e.to_string();
+                self.shared.stats.failed(&msg);
+                Err(msg)
+            }
+        };
+        self.shared.slots.add_permits(1);
+        if let Some(ack) = pending.ack {
+            // The caller may have given up waiting; that is fine.
+            let _ = ack.send(outcome);
+        }
+    }
 }
 
 impl std::fmt::Debug for SagaTracker {
@@ -186,42 +136,81 @@ impl std::fmt::Debug for SagaTracker {
                 .debug_struct("SagaTracker")
                 .field("topic", &i.topic)
                 .field("service", &i.service)
+                .field("delivery", &i.delivery)
+                .field("overflow", &i.overflow)
+                .field("stats", &i.shared.stats.snapshot())
                 .finish_non_exhaustive(),
         }
     }
 }
 
+/// The outcome of waiting for a buffer slot.
+enum Slot {
+    Taken,
+    Full,
+    TimedOut,
+    Closed,
+}
+
 impl SagaTracker {
-    /// Creates the producer (no network traffic happens until the first event).
+    /// Creates the producer (no event is sent until the first call). Validates the
+    /// configuration first; a disabled configuration gives [`SagaTracker::disabled`].
+    ///
+    /// Needs no async runtime; `Sync` mode and [`OverflowPolicy::Wait`] need a Tokio runtime
+    /// with timers when recording.
     pub fn new(config: TrackerConfig) -> Result<Self, Error> {
         if !config.enabled {
-            return Ok(Self { inner: None });
+            return Ok(Self::disabled());
         }
-        if config.service.trim().is_empty() {
-            return Err(Error::Config("`service` must not be empty".into()));
-        }
+        config.validate()?;
+        let capacity = config.buffer_capacity;
+        let shared = Arc::new(Shared {
+            slots: Semaphore::new(capacity),
+            stats: Recorder::new(),
+            closed: AtomicBool::new(false),
+        });
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
-            // Idempotence: broker-side dedup of producer retries, in-order per partition.
+            .set("client.id", "saga-tracker-sdk")
+            // Idempotence: broker-side dedup of producer retries, in order per partition.
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().max(1).to_string(),
             )
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            // The semaphore is the real bound. librdkafka frees a message's queue entry only
+            // after its delivery report returns, a moment after the permit is back, so give it
+            // room for both generations rather than ever seeing QueueFull.
+            .set(
+                "queue.buffering.max.messages",
+                capacity.saturating_mul(2).to_string(),
+            );
         for (k, v) in &config.producer_properties {
             cc.set(k, v);
         }
-        let producer: FutureProducer = cc.create().map_err(|e| Error::Config(e.to_string()))?;
+        let producer: ThreadedProducer<DeliveryContext> = cc
+            .create_with_context(DeliveryContext {
+                shared: Arc::clone(&shared),
+            })
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
-            inner: Some(Inner {
+            inner: Some(Arc::new(Inner {
                 producer,
+                shared,
                 topic: config.topic,
-                service: config.service,
+                service: config.service.trim().to_owned(),
                 delivery_timeout: config.delivery_timeout,
-            }),
+                delivery: config.delivery,
+                overflow: config.overflow,
+            })),
         })
+    }
+
+    /// [`SagaTracker::new`] with [`TrackerConfig::from_env`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::new(TrackerConfig::from_env()?)
     }
 
     /// A tracker that records nothing.
@@ -234,47 +223,269 @@ impl SagaTracker {
         self.inner.is_some()
     }
 
-    /// Records one step and waits for the broker's acknowledgement. Returns the event id.
+    /// The delivery mode (`Sync` for a disabled tracker).
+    pub fn delivery_mode(&self) -> DeliveryMode {
+        self.inner
+            .as_ref()
+            .map_or(DeliveryMode::Sync, |i| i.delivery)
+    }
+
+    /// The typed helpers for one saga: `tracker.saga(&ctx).step_started("STOCK_RESERVED").await?`.
+    /// See [`SagaRecorder`].
+    pub fn saga<'a>(&'a self, context: &'a SagaContext) -> SagaRecorder<'a> {
+        SagaRecorder::new(self, context)
+    }
+
+    /// Records one step.
+    ///
+    /// - `Sync`: waits for the broker's acknowledgement; `Ok(Some(event_id))` once it is in
+    ///   Kafka, [`Error::Delivery`] if it could not be delivered within the delivery timeout.
+    /// - `Async`: returns once the event is buffered, `Ok(Some(event_id))`; `Ok(None)` if the
+    ///   overflow policy dropped it (counted as `dropped`). Delivery failures are counted,
+    ///   never returned.
+    /// - Disabled: `Ok(None)` at once.
+    ///
+    /// In every mode an event that breaks the contract is [`Error::Invalid`] and nothing is
+    /// sent.
     pub async fn record(&self, step: Step) -> Result<Option<String>, Error> {
         let Some(inner) = &self.inner else {
             return Ok(None);
         };
-        let event = step.into_event(&inner.service)?;
-        self.send_event(&event).await?;
-        Ok(Some(event.event_id))
+        let (event, traceparent) = match step.into_parts(&inner.service) {
+            Ok(parts) => parts,
+            Err(e) => {
+                inner.shared.stats.dropped(DropReason::Invalid);
+                return Err(e);
+            }
+        };
+        let accepted = inner
+            .dispatch(&event, traceparent.as_ref(), inner.delivery)
+            .await?;
+        Ok(accepted.then_some(event.event_id))
     }
 
-    /// Sends an already-built event as is (key = its `sagaId`) and awaits delivery. Used by
-    /// tools that replay or generate events; services should prefer [`SagaTracker::record`].
+    /// Sends an already-built event as is (key = its `sagaId`, no validation) and awaits
+    /// delivery, whatever the delivery mode. Used by tools that replay or generate events;
+    /// services should prefer [`SagaTracker::record`].
     pub async fn send_event(&self, event: &SagaEvent) -> Result<(), Error> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
-        let payload = event.to_json();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        });
-        let record = FutureRecord::to(&inner.topic)
-            .key(&event.saga_id)
-            .payload(&payload)
-            .headers(headers);
+        let traceparent = match (&event.trace_id, &event.span_id) {
+            (Some(t), Some(s)) => TraceParent::from_ids(t, s, SAMPLED),
+            _ => None,
+        };
         inner
-            .producer
-            .send(record, inner.delivery_timeout)
+            .dispatch(event, traceparent.as_ref(), DeliveryMode::Sync)
             .await
             .map(|_| ())
-            .map_err(|(e, _)| Error::Delivery(e.to_string()))
     }
 
-    /// Waits until every event handed to the producer is delivered, up to `timeout`.
+    /// Counts since the tracker was built (all zero when disabled).
+    pub fn stats(&self) -> Stats {
+        self.inner
+            .as_ref()
+            .map_or_else(Stats::default, |i| i.shared.stats.snapshot())
+    }
+
+    /// Waits until every buffered event is delivered or failed, up to `timeout`. Blocks the
+    /// calling thread; from async code prefer [`SagaTracker::shutdown`], or call this inside
+    /// `spawn_blocking`. Returns [`Error::FlushTimeout`] with the number still pending.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         match &self.inner {
             None => Ok(()),
-            Some(i) => i
-                .producer
-                .flush(timeout)
-                .map_err(|e| Error::Delivery(e.to_string())),
+            Some(i) => i.flush(timeout),
+        }
+    }
+
+    /// Stops accepting events and delivers everything buffered, up to `timeout`.
+    ///
+    /// Afterwards (on every clone) `Async` recording drops events (`reason="closed"`) and
+    /// `Sync` recording returns [`Error::Closed`]; callers waiting for room under
+    /// [`OverflowPolicy::Wait`] give up at once. Returns [`Error::FlushTimeout`] if events
+    /// were still pending at the deadline (they stay queued until the last clone is dropped).
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        inner.shared.closed.store(true, Ordering::SeqCst);
+        inner.shared.slots.close();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let inner = Arc::clone(inner);
+                handle
+                    .spawn_blocking(move || inner.flush(timeout))
+                    .await
+                    .map_err(|e| Error::Delivery(format!("flush task failed: {e}")))?
+            }
+            Err(_) => inner.flush(timeout),
+        }
+    }
+}
+
+impl Inner {
+    fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        match self.producer.flush(timeout) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+                Err(Error::FlushTimeout {
+                    pending: usize::try_from(self.producer.in_flight_count()).unwrap_or(0),
+                })
+            }
+            Err(e) => Err(Error::Delivery(e.to_string())),
+        }
+    }
+
+    /// Hands one event to librdkafka under `mode`. `Ok(true)`: delivered (`Sync`) or buffered
+    /// (`Async`); `Ok(false)`: not accepted, already counted (`Async` only).
+    async fn dispatch(
+        &self,
+        event: &SagaEvent,
+        traceparent: Option<&TraceParent>,
+        mode: DeliveryMode,
+    ) -> Result<bool, Error> {
+        let stats = &self.shared.stats;
+        let slot = if self.shared.closed.load(Ordering::Relaxed) {
+            Slot::Closed
+        } else {
+            match (mode, self.overflow) {
+                (DeliveryMode::Sync, _) => self.wait_for_slot(self.delivery_timeout).await,
+                (DeliveryMode::Async, OverflowPolicy::Wait(limit)) => {
+                    self.wait_for_slot(limit).await
+                }
+                (DeliveryMode::Async, OverflowPolicy::Drop) => self.try_slot(),
+            }
+        };
+        let refusal = match slot {
+            Slot::Taken => None,
+            Slot::Full => Some((DropReason::BufferFull, None)),
+            Slot::TimedOut => Some((DropReason::BufferTimeout, None)),
+            Slot::Closed => Some((DropReason::Closed, Some(Error::Closed))),
+        };
+        if let Some((reason, sync_error)) = refusal {
+            stats.dropped(reason);
+            return match mode {
+                DeliveryMode::Async => Ok(false),
+                DeliveryMode::Sync => Err(sync_error.unwrap_or_else(|| {
+                    Error::Delivery(format!(
+                        "the buffer stayed full for {:?} (broker slow or unreachable)",
+                        self.delivery_timeout
+                    ))
+                })),
+            };
+        }
+
+        let payload = event.to_json();
+        let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        });
+        let traceparent = traceparent.map(TraceParent::header_value);
+        if let Some(tp) = &traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(tp.as_str()),
+            });
+        }
+        let (ack, report) = match mode {
+            DeliveryMode::Sync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            DeliveryMode::Async => (None, None),
+        };
+        let pending = Box::new(Pending {
+            accepted_at: Instant::now(),
+            ack,
+        });
+        let record = BaseRecord::with_opaque_to(&self.topic, pending)
+            .key(event.saga_id.as_str())
+            .payload(payload.as_slice())
+            .headers(headers);
+        // Count before handing over: the report may arrive before `send` returns.
+        stats.accepted();
+        if let Err((e, _record)) = self.producer.send(record) {
+            self.shared.slots.add_permits(1);
+            let queue_full = matches!(
+                e,
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+            );
+            stats.withdrawn();
+            if queue_full {
+                stats.dropped(DropReason::BufferFull);
+            } else {
+                stats.refused(&e.to_string());
+            }
+            return match mode {
+                DeliveryMode::Async => Ok(false),
+                DeliveryMode::Sync => Err(Error::Delivery(e.to_string())),
+            };
+        }
+        let Some(report) = report else {
+            return Ok(true);
+        };
+        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
+            match tokio::time::timeout(self.delivery_timeout + REPORT_GRACE, report).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(Error::Delivery(format!(
+                        "no delivery report within {:?}",
+                        self.delivery_timeout + REPORT_GRACE
+                    )))
+                }
+            }
+        } else {
+            report.await
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(msg)) => Err(Error::Delivery(msg)),
+            Err(_) => Err(Error::Delivery(
+                "the producer went away before reporting".into(),
+            )),
+        }
+    }
+
+    fn try_slot(&self) -> Slot {
+        match self.shared.slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                Slot::Taken
+            }
+            Err(TryAcquireError::NoPermits) => Slot::Full,
+            Err(TryAcquireError::Closed) => Slot::Closed,
+        }
+    }
+
+    /// Waits up to `limit` for a slot. Without a Tokio runtime there is no timer, so it only
+    /// tries once rather than wait unbounded.
+    async fn wait_for_slot(&self, limit: Duration) -> Slot {
+        match self.try_slot() {
+            Slot::Full => {}
+            other => return other,
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Slot::Full;
+        }
+        match tokio::time::timeout(limit, self.shared.slots.acquire()).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Slot::Taken
+            }
+            Ok(Err(_closed)) => Slot::Closed,
+            Err(_elapsed) => Slot::TimedOut,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let pending = self.shared.stats.buffered();
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "saga tracker dropped with undelivered events; call SagaTracker::shutdown first"
+            );
         }
     }
 }
@@ -282,6 +493,7 @@ impl SagaTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::StepStatus;
 
     #[tokio::test]
     async fn a_disabled_tracker_needs_no_broker() {
@@ -292,16 +504,36 @@ mod tests {
             .expect("no-op accepts anything");
         assert_eq!(id, None);
         assert!(!t.is_enabled());
+        assert_eq!(t.stats(), Stats::default());
+        t.flush(Duration::from_millis(1)).expect("nothing to flush");
+        t.shutdown(Duration::from_millis(1))
+            .await
+            .expect("nothing to shut down");
     }
 
     #[test]
-    fn steps_get_a_uuid_v7_and_are_validated() {
-        let e = Step::new("s-1", "ORDER", "A", StepStatus::Started)
-            .into_event("svc")
-            .expect("valid");
-        let id = Uuid::parse_str(&e.event_id).expect("uuid");
-        assert_eq!(id.get_version_num(), 7);
-        let bad = Step::new("s-1", "lower", "A", StepStatus::Started).into_event("svc");
-        assert!(matches!(bad, Err(Error::Invalid(_))));
+    fn a_bad_configuration_is_refused_before_any_connection() {
+        let e = SagaTracker::new(TrackerConfig::new("127.0.0.1:1", "")).expect_err("no service");
+        assert!(matches!(e, Error::Config(m) if m.contains("service")));
+        let e = SagaTracker::new(
+            TrackerConfig::new("127.0.0.1:1", "svc")
+                .with_producer_property("no.such.property", "1"),
+        )
+        .expect_err("unknown property");
+        assert!(matches!(e, Error::Config(m) if m.contains("no.such.property")));
+    }
+
+    #[tokio::test]
+    async fn invalid_steps_are_refused_and_counted_without_a_broker() {
+        let t = SagaTracker::new(
+            TrackerConfig::new("127.0.0.1:1", "svc").with_delivery(DeliveryMode::Async),
+        )
+        .expect("producer");
+        let e = t
+            .record(Step::new("s", "lower case", "A", StepStatus::Started))
+            .await
+            .expect_err("invalid");
+        assert!(matches!(e, Error::Invalid(c) if c.field() == Some("sagaType")));
+        assert_eq!(t.stats().dropped, 1);
     }
 }

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+/// JSON Schema (ECMA-262) spelling of "no control characters", the rule `check_len` applies.
+#[cfg(feature = "schema")]
+const NO_CONTROL_CHARS: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
 /// The only schema version this build understands.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Upper bound on the serialized `metadata` object.
@@ -41,6 +45,7 @@ pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
 
 /// Status of one step, as reported by the service that ran it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepStatus {
     /// The step began.
@@ -90,6 +95,7 @@ impl fmt::Display for StepStatus {
 
 /// Status of a whole saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SagaStatus {
     /// The saga began.
@@ -153,10 +159,13 @@ impl fmt::Display for SagaStatus {
 
 /// Why a step failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StepError {
     /// A short machine-readable code, e.g. `INSUFFICIENT_FUNDS`.
+    #[cfg_attr(feature = "schema", schemars(length(max = 128)))]
     pub code: String,
     /// A human-readable message.
+    #[cfg_attr(feature = "schema", schemars(length(max = 4096)))]
     pub message: String,
 }
 
@@ -164,16 +173,44 @@ pub struct StepError {
 /// value that passed either satisfies every rule of the contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        title = "SagaEvent",
+        description = "One saga step event, contract v1: the JSON value of one Kafka message on \
+                       the `saga.tracker` topic, keyed by `sagaId`. A `null` field counts as \
+                       absent; unknown fields are ignored. `orderId` is accepted as an alias \
+                       of `businessKey`."
+    )
+)]
 pub struct SagaEvent {
     /// Always [`SCHEMA_VERSION`].
+    #[cfg_attr(
+        feature = "schema",
+        schemars(description = "Always 1.", extend("const" = 1))
+    )]
     pub schema_version: u32,
     /// Unique per event; the idempotency key (UUIDv7 when emitted by the SDK).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 128), regex(pattern = NO_CONTROL_CHARS))
+    )]
     pub event_id: String,
     /// One logical saga across all services; also the Kafka message key.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 128), regex(pattern = NO_CONTROL_CHARS))
+    )]
     pub saga_id: String,
     /// Open set such as `ORDER_CREATION`; `[A-Z0-9_.-]{1,64}`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Z0-9_.-]{1,64}$")))]
     pub saga_type: String,
     /// Step name chosen by the emitter, e.g. `STOCK_RESERVED`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 128), regex(pattern = NO_CONTROL_CHARS))
+    )]
     pub step: String,
     /// What happened to the step.
     pub step_status: StepStatus,
@@ -181,26 +218,50 @@ pub struct SagaEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saga_status: Option<SagaStatus>,
     /// Event time at the emitter.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            description = "Event time at the emitter, RFC 3339. Not before 2000-01-01 and not \
+                           more than 24 h ahead of the tracker's clock."
+        )
+    )]
     pub occurred_at: DateTime<Utc>,
     /// Emitting service name.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 128), regex(pattern = NO_CONTROL_CHARS))
+    )]
     pub service: String,
     /// Per-saga order hint from the emitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
     /// Business identifier such as an order number (`orderId` accepted as an alias).
     #[serde(default, alias = "orderId", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 128), regex(pattern = NO_CONTROL_CHARS))
+    )]
     pub business_key: Option<String>,
     /// W3C trace id (32 lowercase hex digits), all-zero dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-fA-F]{32}$")))]
     pub trace_id: Option<String>,
     /// W3C span id (16 lowercase hex digits), all-zero dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-fA-F]{16}$")))]
     pub span_id: Option<String>,
     /// Failure detail for FAILED steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     /// Free-form searchable metadata, at most [`MAX_METADATA_BYTES`] serialized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            description = "Free-form searchable metadata: a JSON object of at most 16384 bytes \
+                           serialized (not expressible in JSON Schema; the tracker enforces it)."
+        )
+    )]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -604,6 +665,48 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Contrac
     Ok(())
 }
 
+fn check_saga_type(saga_type: &str) -> Result<(), ContractError> {
+    if saga_type.is_empty()
+        || saga_type.len() > MAX_SAGA_TYPE_CHARS
+        || !saga_type
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    {
+        return Err(ContractError::invalid(
+            "sagaType",
+            format!(
+                "`sagaType` must match [A-Z0-9_.-]{{1,{MAX_SAGA_TYPE_CHARS}}}, got {:?}",
+                truncate(saga_type, 80)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `sagaId` on its own with the rule [`SagaEvent::validate`] applies (1–128
+/// characters, no control characters). Used to validate a saga context before any event exists.
+pub fn validate_saga_id(saga_id: &str) -> Result<(), ContractError> {
+    check_len("sagaId", saga_id, MAX_ID_CHARS)
+}
+
+/// Checks a `sagaType` on its own with the rule [`SagaEvent::validate`] applies
+/// (`[A-Z0-9_.-]{1,64}`).
+pub fn validate_saga_type(saga_type: &str) -> Result<(), ContractError> {
+    check_saga_type(saga_type)
+}
+
+/// Checks a `businessKey` on its own with the rule [`SagaEvent::validate`] applies (1–128
+/// characters, no control characters).
+pub fn validate_business_key(business_key: &str) -> Result<(), ContractError> {
+    check_len("businessKey", business_key, MAX_ID_CHARS)
+}
+
+/// Checks a `step` name on its own with the rule [`SagaEvent::validate`] applies (1–128
+/// characters, no control characters).
+pub fn validate_step(step: &str) -> Result<(), ContractError> {
+    check_len("step", step, MAX_ID_CHARS)
+}
+
 /// Checks a W3C id: `digits` lowercase hex digits. All-zero ids are invalid per W3C and are
 /// dropped (`Ok(None)`) rather than rejected, since some tracers emit them when unsampled.
 fn check_hex_id(
@@ -638,21 +741,7 @@ impl SagaEvent {
         }
         check_len("eventId", &self.event_id, MAX_ID_CHARS)?;
         check_len("sagaId", &self.saga_id, MAX_ID_CHARS)?;
-        if self.saga_type.is_empty()
-            || self.saga_type.len() > MAX_SAGA_TYPE_CHARS
-            || !self
-                .saga_type
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-        {
-            return Err(ContractError::invalid(
-                "sagaType",
-                format!(
-                    "`sagaType` must match [A-Z0-9_.-]{{1,{MAX_SAGA_TYPE_CHARS}}}, got {:?}",
-                    truncate(&self.saga_type, 80)
-                ),
-            ));
-        }
+        check_saga_type(&self.saga_type)?;
         check_len("step", &self.step, MAX_ID_CHARS)?;
         check_len("service", &self.service, MAX_ID_CHARS)?;
         if let Some(k) = &self.business_key {
@@ -732,6 +821,20 @@ impl SagaEvent {
         // Serializing a struct of strings, numbers and a JSON map cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The JSON Schema (draft 2020-12) of a v1 event, generated from [`SagaEvent`].
+///
+/// This is what `docs/event.schema.json` holds; a unit test fails when the two drift apart.
+/// Emitters in other languages can validate against it. Rules JSON Schema cannot express (the
+/// 16 KiB metadata limit, "not before 2000", "at most a day in the future") are in the field
+/// descriptions and enforced by [`decode`].
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<SagaEvent>();
+    schema.to_value()
 }
 
 fn json_has_nul(v: &Value) -> bool {
@@ -937,5 +1040,97 @@ mod tests {
             "eventTimestamp": 1_763_726_400_000_i64, "metadata": "[1,2]"
         });
         assert_eq!(reason_of(legacy), ("invalid_value", Some("metadata")));
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::json;
+
+    const SCHEMA_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/event.schema.json");
+    const REGENERATE: &str =
+        "UPDATE_SCHEMA=1 cargo test -p saga-tracker-sdk --features schema json_schema";
+
+    fn committed() -> Value {
+        let text = std::fs::read_to_string(SCHEMA_PATH)
+            .unwrap_or_else(|e| panic!("cannot read {SCHEMA_PATH} ({e}); run `{REGENERATE}`"));
+        serde_json::from_str(&text).expect("docs/event.schema.json is JSON")
+    }
+
+    /// Runs without the `schema` feature too: the committed schema names exactly the fields a
+    /// fully populated event serializes, and requires exactly the non-optional ones.
+    #[test]
+    fn json_schema_names_every_serialized_field() {
+        let full = SagaEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: "e".into(),
+            saga_id: "s".into(),
+            saga_type: "T".into(),
+            step: "A".into(),
+            step_status: StepStatus::Failed,
+            saga_status: Some(SagaStatus::Failed),
+            occurred_at: Utc::now(),
+            service: "svc".into(),
+            sequence: Some(1),
+            business_key: Some("k".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            span_id: Some("00f067aa0ba902b7".into()),
+            error: Some(StepError {
+                code: "C".into(),
+                message: "m".into(),
+            }),
+            metadata: Some(Map::from_iter([("k".to_owned(), json!(1))])),
+        };
+        let Value::Object(wire) = serde_json::to_value(&full).expect("serializes") else {
+            panic!("an event serializes to an object")
+        };
+        let schema = committed();
+        let mut in_schema: Vec<&str> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut on_wire: Vec<&str> = wire.keys().map(String::as_str).collect();
+        in_schema.sort_unstable();
+        on_wire.sort_unstable();
+        assert_eq!(in_schema, on_wire, "schema drifted; run `{REGENERATE}`");
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        required.sort_unstable();
+        assert_eq!(
+            required,
+            [
+                "eventId",
+                "occurredAt",
+                "sagaId",
+                "sagaType",
+                "schemaVersion",
+                "service",
+                "step",
+                "stepStatus"
+            ],
+            "schema drifted; run `{REGENERATE}`"
+        );
+    }
+
+    /// The committed `docs/event.schema.json` is what the Rust types generate today.
+    #[cfg(feature = "schema")]
+    #[test]
+    fn json_schema_is_up_to_date() {
+        let mut generated =
+            serde_json::to_string_pretty(&json_schema()).expect("a schema serializes");
+        generated.push('\n');
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(SCHEMA_PATH, &generated).expect("write docs/event.schema.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(SCHEMA_PATH).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/event.schema.json is out of date with sdk/src/contract.rs; regenerate it \
+             with `{REGENERATE}` and commit the result"
+        );
     }
 }

@@ -37,7 +37,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 const LAG_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-const BATCH_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -69,18 +71,49 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(EVENTS_PROCESSED, "Kafka messages handled, by result: ok (stored), duplicate (eventId already stored), invalid (sent to the DLQ)");
-    describe_counter!(DLQ_MESSAGES, "Messages sent to the dead-letter topic, by reason");
+    describe_counter!(
+        DLQ_MESSAGES,
+        "Messages sent to the dead-letter topic, by reason"
+    );
     describe_histogram!(BATCH_SIZE, Unit::Count, "Messages per ingest batch");
-    describe_histogram!(DB_WRITE_SECONDS, Unit::Seconds, "Duration of one batch transaction, begin to commit");
-    describe_counter!(DB_WRITE_ERRORS, "Batch transactions that failed and were retried");
-    describe_histogram!(VISIBILITY_LAG_SECONDS, Unit::Seconds, "Event time (occurredAt) to the commit that made it visible");
+    describe_histogram!(
+        DB_WRITE_SECONDS,
+        Unit::Seconds,
+        "Duration of one batch transaction, begin to commit"
+    );
+    describe_counter!(
+        DB_WRITE_ERRORS,
+        "Batch transactions that failed and were retried"
+    );
+    describe_histogram!(
+        VISIBILITY_LAG_SECONDS,
+        Unit::Seconds,
+        "Event time (occurredAt) to the commit that made it visible"
+    );
     describe_counter!(SAGAS_STARTED, "Sagas seen for the first time, by saga_type");
-    describe_counter!(SAGAS_COMPLETED, "Sagas that reached COMPLETED, by saga_type");
+    describe_counter!(
+        SAGAS_COMPLETED,
+        "Sagas that reached COMPLETED, by saga_type"
+    );
     describe_counter!(SAGAS_FAILED, "Sagas that reached FAILED, by saga_type");
-    describe_counter!(SAGAS_COMPENSATED, "Sagas that reached COMPENSATED, by saga_type");
-    describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request duration by method, route and status");
-    describe_gauge!(CONSUMER_UP, "1 while the consumer loop runs and the database accepts writes");
-    describe_gauge!(LAST_COMMIT_TIMESTAMP, Unit::Seconds, "Unix time of the last committed ingest batch");
+    describe_counter!(
+        SAGAS_COMPENSATED,
+        "Sagas that reached COMPENSATED, by saga_type"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request duration by method, route and status"
+    );
+    describe_gauge!(
+        CONSUMER_UP,
+        "1 while the consumer loop runs and the database accepts writes"
+    );
+    describe_gauge!(
+        LAST_COMMIT_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time of the last committed ingest batch"
+    );
 }
 
 /// Caps the distinct values one label may take.
