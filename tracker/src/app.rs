@@ -4,7 +4,7 @@
 //! 0 in tests), checks the Kafka topics, creates the consumer — so a misconfigured tracker
 //! exits before it claims to be up. [`Application::run`] then serves until the cancellation
 //! token fires and drains in order: the consumer finishes its batch in flight and commits,
-//! then the HTTP server stops.
+//! then the background jobs (gauges, retention) and the HTTP server stop.
 
 use std::net::SocketAddr;
 
@@ -14,16 +14,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::config::Settings;
+use crate::config::{RetentionSettings, Settings, StuckSettings};
 use crate::health::ConsumerHealth;
 use crate::ingest::{topics, Ingestor};
-use crate::{metrics, store};
+use crate::stuck::StuckPolicy;
+use crate::{background, metrics, store};
 
 /// A built, not yet running, tracker.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     ingestor: Ingestor,
+    stuck: StuckSettings,
+    retention: RetentionSettings,
 }
 
 impl std::fmt::Debug for Application {
@@ -52,8 +55,11 @@ impl Application {
                 consumer: health,
                 consumer_enabled: true,
                 metrics,
+                stuck: StuckPolicy::from(&settings.stuck),
             },
             ingestor,
+            stuck: settings.stuck.clone(),
+            retention: settings.retention.clone(),
         })
     }
 
@@ -68,19 +74,43 @@ impl Application {
     }
 
     /// Runs until `shutdown` is cancelled, then drains. If the consumer fails, the HTTP
-    /// server is stopped too and the error returned, so the process exits non-zero and its
-    /// supervisor restarts it.
+    /// server and the background jobs are stopped too and the error returned, so the process
+    /// exits non-zero and its supervisor restarts it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             listener,
             state,
             ingestor,
+            stuck,
+            retention,
         } = self;
+        let pool = state.pool.clone();
         let http_stop = CancellationToken::new();
         let server = tokio::spawn(api::serve(listener, state, http_stop.clone()));
+        let jobs_stop = CancellationToken::new();
+        let gauges = tokio::spawn(background::run_gauges(
+            pool.clone(),
+            stuck,
+            jobs_stop.clone(),
+        ));
+        let retention = tokio::spawn(background::run_retention(
+            pool,
+            retention,
+            jobs_stop.clone(),
+        ));
         let consumed = ingestor.run(shutdown.clone()).await;
         if let Err(e) = &consumed {
             tracing::error!(error = format!("{e:#}"), "consumer failed; shutting down");
+        }
+        jobs_stop.cancel();
+        for mut job in [gauges, retention] {
+            if tokio::time::timeout(background::STOP_TIMEOUT, &mut job)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background job did not stop in time; aborting it");
+                job.abort();
+            }
         }
         http_stop.cancel();
         let served = server.await.context("HTTP server task panicked")?;

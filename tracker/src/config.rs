@@ -27,6 +27,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub stuck: StuckSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +73,58 @@ pub struct HttpSettings {
 pub struct LogSettings {
     pub format: String,
     pub level: String,
+}
+
+/// When a saga counts as stuck (see [`crate::stuck`]). Evaluated at query time from the
+/// saga row and the clock, so the API is exact; `evaluate_interval_secs` only paces the
+/// gauge refresh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StuckSettings {
+    /// A running saga (`STARTED`/`IN_PROGRESS`) with no event for this long is stuck, unless
+    /// its type has its own threshold.
+    pub default_threshold_secs: u64,
+    /// Per-`sagaType` overrides of `default_threshold_secs`.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, u64>,
+    /// A `FAILED` saga whose compensation never began this long after it failed is stuck;
+    /// 0 turns the check off (for fleets whose failed sagas need no compensation).
+    pub failed_uncompensated_secs: u64,
+    /// A compensation that began this long ago and has not finished is stuck.
+    pub compensation_timeout_secs: u64,
+    /// How often the active/stuck gauges are re-read from the database.
+    pub evaluate_interval_secs: u64,
+}
+
+/// Removal of old finished sagas (see [`crate::store::retention`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Off keeps everything forever.
+    pub enabled: bool,
+    /// Terminal sagas whose `ended_at` is older than this many days are removed.
+    pub max_age_days: u64,
+    /// Sagas removed per transaction: bounds lock time and WAL per statement.
+    pub batch_size: i64,
+    /// Pause between retention passes.
+    pub interval_secs: u64,
+}
+
+impl StuckSettings {
+    pub fn evaluate_interval(&self) -> Duration {
+        Duration::from_secs(self.evaluate_interval_secs)
+    }
+}
+
+impl RetentionSettings {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+
+    /// `max_age_days` as a duration.
+    pub fn max_age(&self) -> chrono::Duration {
+        chrono::Duration::days(self.max_age_days.min(i64::MAX as u64 / 86_400_000) as i64)
+    }
 }
 
 impl IngestSettings {
@@ -144,6 +198,36 @@ impl Settings {
         {
             bail!("invalid configuration: `ingest.retry_initial_ms` must be > 0 and <= `ingest.retry_max_ms`");
         }
+        let day = 86_400;
+        let year = 365 * day;
+        if !(1..=year).contains(&self.stuck.default_threshold_secs) {
+            bail!("invalid configuration: `stuck.default_threshold_secs` must be between 1 and {year}");
+        }
+        for (saga_type, secs) in &self.stuck.thresholds {
+            if !(1..=year).contains(secs) {
+                bail!("invalid configuration: `stuck.thresholds.{saga_type}` must be between 1 and {year}");
+            }
+        }
+        if self.stuck.failed_uncompensated_secs > year {
+            bail!("invalid configuration: `stuck.failed_uncompensated_secs` must be between 0 (off) and {year}");
+        }
+        if !(1..=year).contains(&self.stuck.compensation_timeout_secs) {
+            bail!("invalid configuration: `stuck.compensation_timeout_secs` must be between 1 and {year}");
+        }
+        if !(1..=day).contains(&self.stuck.evaluate_interval_secs) {
+            bail!(
+                "invalid configuration: `stuck.evaluate_interval_secs` must be between 1 and {day}"
+            );
+        }
+        if !(1..=36_500).contains(&self.retention.max_age_days) {
+            bail!("invalid configuration: `retention.max_age_days` must be between 1 and 36500");
+        }
+        if !(1..=100_000).contains(&self.retention.batch_size) {
+            bail!("invalid configuration: `retention.batch_size` must be between 1 and 100000");
+        }
+        if !(1..=day).contains(&self.retention.interval_secs) {
+            bail!("invalid configuration: `retention.interval_secs` must be between 1 and {day}");
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("invalid configuration: `log.format` must be \"text\" or \"json\"");
         }
@@ -168,6 +252,26 @@ mod tests {
         assert_eq!(s.kafka.topic, "saga.tracker");
         assert_eq!(s.kafka.dlq_topic, "saga.tracker.dlq");
         assert_eq!(s.ingest.batch_size, 500);
+        assert_eq!(s.stuck.default_threshold_secs, 900);
+        assert_eq!(s.retention.max_age_days, 30);
+        assert!(s.retention.enabled);
+    }
+
+    #[test]
+    fn stuck_and_retention_keys_are_validated_by_name() {
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("stuck.thresholds.ORDER_CREATION", 0));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("stuck.thresholds.ORDER_CREATION"), "{err}");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("retention.batch_size", 0));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("retention.batch_size"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   offsets only after the database committed.
 //! - [`aggregate`] — the pure core: a saga's events → its state. No I/O.
 //! - [`store`] — PostgreSQL: migrations, the batched write transaction, read queries.
+//! - [`stuck`] — the pure rules that say whether a saga is stuck, and why.
 //! - [`api`] — axum routes, query parsing, problem+json errors, OpenAPI.
+//! - [`background`] — the periodic jobs beside the consumer: the database-derived gauges
+//!   and retention.
 //! - [`metrics`] — every exported metric in one place; [`telemetry`] — logging.
 //! - [`health`] — what the consumer reports and `/readyz` reads.
 //! - [`app`] — wires it together: `Application::build` binds its listener (port 0 in tests)
@@ -19,10 +22,12 @@
 pub mod aggregate;
 pub mod api;
 pub mod app;
+pub mod background;
 pub mod config;
 pub mod demo;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod stuck;
 pub mod telemetry;

@@ -3,10 +3,14 @@
 //! Call sites use the small functions here instead of the `metrics` macros directly, so a
 //! name or label can never drift between the code, the dashboards and the alert rules.
 //! Saga counters are only ever moved after the transaction that produced them committed.
-//! `saga_type` label values are capped ([`LabelCap`]): one misbehaving emitter inventing
-//! types cannot explode the number of series.
+//! `saga_type` and `step` label values are capped ([`LabelCap`]): one misbehaving emitter
+//! inventing types or steps cannot explode the number of series.
+//!
+//! The active and stuck gauges are different from everything else here: they are read from
+//! the database ([`db_gauges`]), so every replica exports the same value and dashboards
+//! aggregate them with `max`, never `sum`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,15 +31,32 @@ pub const SAGAS_COMPENSATED: &str = "saga_tracker_sagas_compensated_total";
 pub const HTTP_REQUEST_SECONDS: &str = "saga_tracker_http_request_duration_seconds";
 pub const CONSUMER_UP: &str = "saga_tracker_consumer_up";
 pub const LAST_COMMIT_TIMESTAMP: &str = "saga_tracker_last_commit_timestamp_seconds";
+pub const SAGA_DURATION_SECONDS: &str = "saga_tracker_saga_duration_seconds";
+pub const COMPENSATION_DURATION_SECONDS: &str = "saga_tracker_compensation_duration_seconds";
+pub const STEP_FAILURES: &str = "saga_tracker_step_failures_total";
+pub const SAGAS_ACTIVE: &str = "saga_tracker_sagas_active";
+pub const SAGAS_STUCK: &str = "saga_tracker_sagas_stuck";
+pub const GAUGES_REFRESHED_TIMESTAMP: &str = "saga_tracker_gauges_refreshed_timestamp_seconds";
+pub const RETENTION_DELETED: &str = "saga_tracker_retention_deleted_total";
+pub const RETENTION_ERRORS: &str = "saga_tracker_retention_errors_total";
 
 /// Most distinct `saga_type` label values exported before new ones become `other`.
 pub const MAX_SAGA_TYPE_LABELS: usize = 200;
+/// Most distinct `step` label values exported before new ones become `other`.
+pub const MAX_STEP_LABELS: usize = 500;
+/// The label value that overflowing values are folded into.
+pub const OVERFLOW_LABEL: &str = "other";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const LAG_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// Saga and compensation durations: from 100 ms to a day.
+const SAGA_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    21600.0, 86400.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
@@ -57,6 +78,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             LAG_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(SAGA_DURATION_SECONDS.to_owned()),
+            SAGA_DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(COMPENSATION_DURATION_SECONDS.to_owned()),
+            SAGA_DURATION_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?;
     let handle = match builder.install_recorder() {
         Ok(h) => h,
@@ -114,6 +143,38 @@ fn describe() {
         Unit::Seconds,
         "Unix time of the last committed ingest batch"
     );
+    describe_histogram!(
+        SAGA_DURATION_SECONDS,
+        Unit::Seconds,
+        "Start to end of sagas that reached COMPLETED, FAILED or COMPENSATED, by saga_type"
+    );
+    describe_histogram!(
+        COMPENSATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Start to end of compensations that finished (saga reached COMPENSATED), by saga_type"
+    );
+    describe_counter!(
+        STEP_FAILURES,
+        "Step events with stepStatus FAILED stored (each eventId once), by saga_type and step"
+    );
+    describe_gauge!(
+        SAGAS_ACTIVE,
+        "Sagas not yet finished (STARTED, IN_PROGRESS, COMPENSATING), by saga_type; read from the database, the same on every replica: aggregate with max"
+    );
+    describe_gauge!(
+        SAGAS_STUCK,
+        "Stuck sagas by saga_type and reason; read from the database, the same on every replica: aggregate with max"
+    );
+    describe_gauge!(
+        GAUGES_REFRESHED_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time the active/stuck gauges were last read from the database"
+    );
+    describe_counter!(
+        RETENTION_DELETED,
+        "Rows removed by retention, by table (sagas, saga_events)"
+    );
+    describe_counter!(RETENTION_ERRORS, "Retention passes that failed");
 }
 
 /// Caps the distinct values one label may take.
@@ -143,13 +204,32 @@ impl LabelCap {
             seen.insert(value.to_owned());
             return value.to_owned();
         }
-        "other".to_owned()
+        OVERFLOW_LABEL.to_owned()
     }
 }
 
 fn saga_types() -> &'static LabelCap {
     static CAP: OnceLock<LabelCap> = OnceLock::new();
     CAP.get_or_init(|| LabelCap::new(MAX_SAGA_TYPE_LABELS))
+}
+
+fn steps() -> &'static LabelCap {
+    static CAP: OnceLock<LabelCap> = OnceLock::new();
+    CAP.get_or_init(|| LabelCap::new(MAX_STEP_LABELS))
+}
+
+/// A saga whose status changed in a committed batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub saga_type: String,
+    /// `None` for a saga seen for the first time.
+    pub from: Option<SagaStatus>,
+    pub to: SagaStatus,
+    /// The saga's duration when `to` is terminal (`COMPLETED`, `FAILED`, `COMPENSATED`);
+    /// observed once per saga, at its first terminal status.
+    pub duration_ms: Option<i64>,
+    /// The compensation's duration once it finished (`to` is `COMPENSATED`).
+    pub compensation_duration_ms: Option<i64>,
 }
 
 /// What one committed batch did, for the counters.
@@ -160,8 +240,11 @@ pub struct CommittedBatch {
     pub size: usize,
     pub write_time: Duration,
     pub visibility_lags: Vec<f64>,
-    /// `(saga_type, previous status or None for a new saga, new status)`.
-    pub transitions: Vec<(String, Option<SagaStatus>, SagaStatus)>,
+    /// Sagas whose status changed.
+    pub transitions: Vec<Transition>,
+    /// `(saga_type, step)` of every newly stored event with step status `FAILED`
+    /// (redelivered duplicates are not in it).
+    pub step_failures: Vec<(String, String)>,
 }
 
 /// Records a committed batch. Call only after the commit succeeded.
@@ -174,23 +257,101 @@ pub fn batch_committed(b: &CommittedBatch) {
     for l in &b.visibility_lags {
         lag.record(l.max(0.0));
     }
-    for (saga_type, from, to) in &b.transitions {
-        let t = saga_types().label(saga_type);
-        if from.is_none() {
+    for tr in &b.transitions {
+        let t = saga_types().label(&tr.saga_type);
+        if tr.from.is_none() {
             counter!(SAGAS_STARTED, "saga_type" => t.clone()).increment(1);
         }
-        if *from == Some(*to) {
+        if tr.from == Some(tr.to) {
             continue;
         }
-        let name = match to {
+        let name = match tr.to {
             SagaStatus::Completed => SAGAS_COMPLETED,
             SagaStatus::Failed => SAGAS_FAILED,
             SagaStatus::Compensated => SAGAS_COMPENSATED,
             _ => continue,
         };
-        counter!(name, "saga_type" => t).increment(1);
+        counter!(name, "saga_type" => t.clone()).increment(1);
+        // Once per saga: a saga that failed and is then compensated was already observed
+        // when it failed (its compensation has its own histogram).
+        let was_finished = matches!(
+            tr.from,
+            Some(SagaStatus::Completed | SagaStatus::Failed | SagaStatus::Compensated)
+        );
+        if let (false, Some(ms)) = (was_finished, tr.duration_ms) {
+            histogram!(SAGA_DURATION_SECONDS, "saga_type" => t.clone()).record(ms as f64 / 1e3);
+        }
+        if let (SagaStatus::Compensated, Some(ms)) = (tr.to, tr.compensation_duration_ms) {
+            histogram!(COMPENSATION_DURATION_SECONDS, "saga_type" => t).record(ms as f64 / 1e3);
+        }
+    }
+    let mut failures: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (saga_type, step) in &b.step_failures {
+        let key = (saga_types().label(saga_type), steps().label(step));
+        *failures.entry(key).or_default() += 1;
+    }
+    for ((saga_type, step), n) in failures {
+        counter!(STEP_FAILURES, "saga_type" => saga_type, "step" => step).increment(n);
     }
     gauge!(LAST_COMMIT_TIMESTAMP).set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+}
+
+/// Sets the database-derived gauges and zeroes every series this process exported before
+/// that is absent now (a type with no more stuck sagas must read 0, not its last value).
+///
+/// Labels are capped like everywhere else; types folded into `other` are summed.
+#[derive(Debug, Default)]
+pub struct DbGauges {
+    /// Series set by the previous refresh: `(saga_type)` and `(saga_type, reason)`.
+    active: BTreeSet<String>,
+    stuck: BTreeSet<(String, &'static str)>,
+}
+
+impl DbGauges {
+    pub fn set(
+        &mut self,
+        active: &[(String, i64)],
+        stuck: &[(String, &'static str, i64)],
+        refreshed_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let mut now_active: BTreeMap<String, i64> = BTreeMap::new();
+        for (saga_type, n) in active {
+            *now_active.entry(saga_types().label(saga_type)).or_default() += n;
+        }
+        let mut now_stuck: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        for (saga_type, reason, n) in stuck {
+            *now_stuck
+                .entry((saga_types().label(saga_type), *reason))
+                .or_default() += n;
+        }
+        for gone in self.active.iter().filter(|t| !now_active.contains_key(*t)) {
+            gauge!(SAGAS_ACTIVE, "saga_type" => gone.clone()).set(0.0);
+        }
+        for gone in self.stuck.iter().filter(|k| !now_stuck.contains_key(*k)) {
+            gauge!(SAGAS_STUCK, "saga_type" => gone.0.clone(), "reason" => gone.1).set(0.0);
+        }
+        for (saga_type, n) in &now_active {
+            gauge!(SAGAS_ACTIVE, "saga_type" => saga_type.clone()).set(*n as f64);
+        }
+        for ((saga_type, reason), n) in &now_stuck {
+            gauge!(SAGAS_STUCK, "saga_type" => saga_type.clone(), "reason" => *reason)
+                .set(*n as f64);
+        }
+        // Keep remembering zeroed series: they stay exported (at 0) and must stay at 0.
+        self.active.extend(now_active.into_keys());
+        self.stuck.extend(now_stuck.into_keys());
+        gauge!(GAUGES_REFRESHED_TIMESTAMP).set(refreshed_at.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// Counts rows removed by one committed retention batch.
+pub fn retention_deleted(sagas: u64, events: u64) {
+    counter!(RETENTION_DELETED, "table" => "sagas").increment(sagas);
+    counter!(RETENTION_DELETED, "table" => "saga_events").increment(events);
+}
+
+pub fn retention_failed() {
+    counter!(RETENTION_ERRORS).increment(1);
 }
 
 /// Counts one message sent to the DLQ (after the DLQ producer acknowledged it).

@@ -117,6 +117,7 @@ async fn serve(pool: PgPool, consumer_enabled: bool, db: Option<TestDb>) -> Test
         consumer: consumer.clone(),
         consumer_enabled,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
+        stuck: saga_tracker::stuck::StuckPolicy::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -1101,6 +1102,7 @@ async fn serve_returns_once_the_shutdown_token_is_cancelled() {
         consumer: ConsumerHealth::default(),
         consumer_enabled: false,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
+        stuck: saga_tracker::stuck::StuckPolicy::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");

@@ -447,7 +447,11 @@ async fn a_late_event_after_completion_is_kept_but_does_not_reopen_the_saga() {
     assert_eq!(s["durationMs"], 10);
     let (status, events) = tracker.get(&format!("/api/v1/sagas/{id}/events")).await;
     assert_eq!(status, 200);
-    assert_eq!(events["items"].as_array().map_or(0, Vec::len), 3, "{events:#}");
+    assert_eq!(
+        events["items"].as_array().map_or(0, Vec::len),
+        3,
+        "{events:#}"
+    );
     let db = tracker.stop().await;
     drop_db(&db).await;
 }

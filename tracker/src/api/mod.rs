@@ -2,6 +2,7 @@
 //! browsable page.
 //!
 //! - [`sagas`] — `/api/v1/sagas…` handlers and the search query parser.
+//! - [`stats`] — `/api/v1/stats` and `/api/v1/saga-types`.
 //! - [`error`] — the one error type, rendered as `application/problem+json`.
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`openapi`] — the OpenAPI 3.1 document (`/openapi.json`, `/docs`).
@@ -14,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod sagas;
+pub mod stats;
 
 use std::time::Instant;
 
@@ -35,6 +37,7 @@ pub use error::ApiError;
 pub use openapi::openapi;
 
 use crate::health::ConsumerHealth;
+use crate::stuck::StuckPolicy;
 
 /// Route label for requests that matched no route, so stray paths cannot create series.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -51,6 +54,8 @@ pub struct AppState {
     pub consumer_enabled: bool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The `[stuck]` rules the search filter and the detail view apply.
+    pub stuck: StuckPolicy,
 }
 
 /// Every route, with problem+json fallbacks for unknown paths and wrong methods, request
@@ -62,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sagas", get(sagas::search))
         .route("/api/v1/sagas/{sagaId}", get(sagas::detail))
         .route("/api/v1/sagas/{sagaId}/events", get(sagas::events))
+        .route("/api/v1/stats", get(stats::stats))
+        .route("/api/v1/saga-types", get(stats::saga_types))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -12,8 +12,12 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{InvalidParam, Problem};
 use super::health::{Check, Liveness, Readiness, ReadinessChecks};
 use super::sagas::{
-    CompensationView, ErrorInfo, EventList, EventView, KafkaPosition, SagaDetail, SagaPage,
-    SagaSummary, StepView,
+    CompensationSummary, CompensationView, ErrorInfo, EventList, EventView, KafkaPosition,
+    SagaDetail, SagaPage, SagaSummary, StepCompensationView, StepView, StuckView,
+};
+use super::stats::{
+    CompensationStats, Percentiles, Rates, SagaTypeCounts, SagaTypeList, StatsFilters, StatsReport,
+    StatusCounts, StepReport, TypeReport,
 };
 
 /// Status of a whole saga.
@@ -39,6 +43,46 @@ pub enum StepStatusSchema {
     Failed,
     Compensating,
     Compensated,
+}
+
+/// Why a saga is stuck.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = StuckReason)]
+pub enum StuckReasonSchema {
+    /// `STARTED`/`IN_PROGRESS` and no event for longer than the type's threshold.
+    NoProgress,
+    /// `FAILED` and compensation never began within `failed_uncompensated_secs`.
+    FailedNotCompensated,
+    /// Compensation began and did not finish within `compensation_timeout_secs`.
+    CompensationNotFinished,
+}
+
+/// Listing order of a search.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SagaSort)]
+pub enum SortSchema {
+    StartedAt,
+    UpdatedAt,
+}
+
+/// Query parameters of `GET /api/v1/stats` (documentation only; parsing is by hand).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct StatsParams {
+    /// Only this saga type, `[A-Z0-9_.-]{1,64}`.
+    #[param(example = "ORDER_CREATION")]
+    pub saga_type: Option<String>,
+    /// `startedAt >= startedAfter` (RFC 3339; encode `+` as `%2B`).
+    pub started_after: Option<DateTime<Utc>>,
+    /// `startedAt < startedBefore` (RFC 3339).
+    pub started_before: Option<DateTime<Utc>>,
+    /// Only sagas in which this service emitted at least one event.
+    pub service: Option<String>,
+    /// How many steps `topFailingSteps` lists, 1–100.
+    #[param(minimum = 1, maximum = 100, default = 10)]
+    pub top: Option<i64>,
 }
 
 /// Query parameters of `GET /api/v1/sagas` (documentation only; parsing is by hand).
@@ -72,6 +116,12 @@ pub struct SearchParams {
     /// Finished sagas that took at least this long (running sagas never match).
     #[param(minimum = 0)]
     pub min_duration_ms: Option<i64>,
+    /// `true`: only sagas stuck now (by the `[stuck]` thresholds); `false`: only the others.
+    pub stuck: Option<bool>,
+    /// Listing order, descending: `startedAt` (default) or `updatedAt` (most recently
+    /// active first). A cursor only works with the sort it came from.
+    #[param(value_type = Option<SortSchema>)]
+    pub sort: Option<String>,
     /// Page size, 1–500.
     #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<i64>,
@@ -84,7 +134,8 @@ pub struct SearchParams {
     info(
         title = "Saga Tracker API",
         description = "Search sagas recorded from Kafka saga step events, inspect one saga's \
-            step timeline and raw events, and probe the tracker.\n\n\
+            step timeline, compensation and raw events, read statistics computed in the \
+            database, and probe the tracker.\n\n\
             Errors are `application/problem+json` (RFC 9457) with a stable `type` URI under \
             `https://saga-tracker.dev/problems/`: `invalid-parameter` (400, with \
             `invalidParams`), `saga-not-found` (404), `not-found` (404, no such route), \
@@ -94,6 +145,8 @@ pub struct SearchParams {
         super::sagas::search,
         super::sagas::detail,
         super::sagas::events,
+        super::stats::stats,
+        super::stats::saga_types,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -104,6 +157,21 @@ pub struct SearchParams {
         SagaDetail,
         StepView,
         CompensationView,
+        CompensationSummary,
+        StepCompensationView,
+        StuckView,
+        StuckReasonSchema,
+        SortSchema,
+        StatsReport,
+        StatsFilters,
+        StatusCounts,
+        Rates,
+        Percentiles,
+        CompensationStats,
+        TypeReport,
+        StepReport,
+        SagaTypeList,
+        SagaTypeCounts,
         EventList,
         EventView,
         KafkaPosition,
@@ -119,6 +187,7 @@ pub struct SearchParams {
     )),
     tags(
         (name = "sagas", description = "Saga search and inspection"),
+        (name = "stats", description = "Statistics and counts computed in the database"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -141,6 +210,8 @@ mod tests {
             "/api/v1/sagas",
             "/api/v1/sagas/{sagaId}",
             "/api/v1/sagas/{sagaId}/events",
+            "/api/v1/stats",
+            "/api/v1/saga-types",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -156,7 +227,10 @@ mod tests {
             })
             .unwrap_or_default();
         assert!(
-            params.contains(&"sagaType") && params.contains(&"cursor"),
+            params.contains(&"sagaType")
+                && params.contains(&"cursor")
+                && params.contains(&"stuck")
+                && params.contains(&"sort"),
             "{params:?}"
         );
     }

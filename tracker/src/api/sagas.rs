@@ -14,17 +14,20 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use saga_tracker_sdk::contract::SagaStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, InvalidParam, Problem};
-use super::openapi::{SagaStatusSchema, SearchParams, StepStatusSchema};
+use super::openapi::{SagaStatusSchema, SearchParams, StepStatusSchema, StuckReasonSchema};
 use super::AppState;
 use crate::aggregate::{self, StepTimeline};
-use crate::store::read::{self, Keyset, MetadataMatch, SagaFilter, SagaRow, StoredEvent};
+use crate::store::read::{
+    self, Keyset, MetadataMatch, Page, SagaFilter, SagaRow, SortKey, StoredEvent, StuckAt,
+};
+use crate::stuck::{SagaClock, Stuck, StuckPolicy};
 
 /// Page size when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -46,7 +49,8 @@ const METADATA_PREFIX: &str = "meta.";
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaPage {
-    /// Sagas in listing order: `startedAt` descending, then `sagaId` descending.
+    /// Sagas in listing order: the `sort` time (`startedAt` by default) descending, then
+    /// `sagaId` descending.
     pub items: Vec<SagaSummary>,
     /// Pass as `cursor` (with the same filters) to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -91,6 +95,31 @@ pub struct SagaSummary {
     pub metadata: Value,
     /// Services that emitted events for this saga.
     pub services: Vec<String>,
+    /// Present when the saga is stuck at the time of the request: why, and since when.
+    pub stuck: Option<StuckView>,
+}
+
+/// Why and since when a saga is stuck (see the `[stuck]` configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckView {
+    /// When the saga became stuck: its reference time (last event, failure, or compensation
+    /// start, by reason) plus the threshold.
+    pub since: DateTime<Utc>,
+    #[schema(value_type = StuckReasonSchema)]
+    pub reason: String,
+    /// The threshold that applied, in seconds.
+    pub threshold_secs: i64,
+}
+
+impl From<Stuck> for StuckView {
+    fn from(s: Stuck) -> Self {
+        Self {
+            since: s.since,
+            reason: s.reason.as_str().to_owned(),
+            threshold_secs: s.threshold_secs,
+        }
+    }
 }
 
 /// A failure reason: `{code, message}`.
@@ -107,8 +136,40 @@ pub struct ErrorInfo {
 pub struct SagaDetail {
     #[serde(flatten)]
     pub summary: SagaSummary,
+    /// Present once compensation began: which steps were compensated, when, how long it
+    /// took, and which compensations failed.
+    pub compensation: Option<CompensationSummary>,
     /// One entry per step, in the order the steps first appear in saga order.
     pub steps: Vec<StepView>,
+}
+
+/// The saga's compensation as a whole and step by step.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompensationSummary {
+    /// When compensation of the saga began (saga level, as in the summary).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the saga reached `COMPENSATED`; `null` while compensating or after it failed.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `endedAt − startedAt` in milliseconds.
+    pub duration_ms: Option<i64>,
+    /// Steps whose compensation failed.
+    pub failed_steps: Vec<String>,
+    /// Every step with a compensation, in order of compensation start.
+    pub steps: Vec<StepCompensationView>,
+}
+
+/// The compensation of one step, for the compensation summary.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepCompensationView {
+    #[schema(example = "STOCK_RESERVED")]
+    pub step: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// The compensating action failed.
+    pub failed: bool,
 }
 
 /// One step of a saga, folded from all of the step's events.
@@ -204,8 +265,9 @@ pub struct KafkaPosition {
 /// `null`, with that JSON value (`meta.amount=12` matches `"12"` and `12`). Keys are taken
 /// literally (a dot in a key is part of the key, not a path).
 ///
-/// Results are ordered by `startedAt` descending, then `sagaId` descending. Paginate with
-/// `nextCursor`: keep the filters, add `cursor`.
+/// Results are ordered by `startedAt` (or, with `sort=updatedAt`, `updatedAt`) descending,
+/// then `sagaId` descending. Paginate with `nextCursor`: keep the filters and the sort, add
+/// `cursor`. `stuck=true` keeps the sagas that are stuck at the time of the request.
 #[utoipa::path(
     get,
     path = "/api/v1/sagas",
@@ -225,19 +287,36 @@ pub async fn search(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SagaPage>, ApiError> {
     let req = parse_search(query.as_deref().unwrap_or(""))?;
-    let mut rows =
-        read::search_sagas(&state.pool, &req.filter, req.after.as_ref(), req.limit + 1).await?;
+    let now = request_time();
+    let page = Page {
+        filter: &req.filter,
+        sort: req.sort,
+        after: req.after.as_ref(),
+        limit: req.limit + 1,
+    };
+    let at = StuckAt {
+        policy: &state.stuck,
+        now,
+    };
+    let mut rows = read::search_sagas(&state.pool, page, at).await?;
     let more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
     let next_cursor = match rows.last() {
         Some(last) if more => Some(encode_cursor(&Keyset {
-            started_at: last.started_at,
+            sort: req.sort,
+            at: match req.sort {
+                SortKey::StartedAt => last.started_at,
+                SortKey::UpdatedAt => last.updated_at,
+            },
             saga_id: last.saga_id.clone(),
         })),
         _ => None,
     };
     Ok(Json(SagaPage {
-        items: rows.into_iter().map(SagaSummary::from).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| summary(r, &state.stuck, now))
+            .collect(),
         next_cursor,
     }))
 }
@@ -268,12 +347,12 @@ pub async fn detail(
         .iter()
         .map(|r| r.row.to_record())
         .collect::<Result<Vec<_>, _>>()?;
-    let steps = aggregate::timeline(&records)
-        .into_iter()
-        .map(StepView::from)
-        .collect();
+    let timeline = aggregate::timeline(&records);
+    let compensation = compensation_summary(&saga, &timeline);
+    let steps = timeline.into_iter().map(StepView::from).collect();
     Ok(Json(SagaDetail {
-        summary: saga.into(),
+        summary: summary(saga, &state.stuck, request_time()),
+        compensation,
         steps,
     }))
 }
@@ -336,9 +415,71 @@ fn error_info(code: Option<&String>, message: Option<&String>) -> Option<ErrorIn
     }
 }
 
+/// The clock stuck detection reads for one request, at PostgreSQL's precision so the SQL
+/// filter and the Rust verdict see the same instant.
+fn request_time() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A row as the API shows it, with its stuck verdict at `now`.
+pub fn summary(r: SagaRow, policy: &StuckPolicy, now: DateTime<Utc>) -> SagaSummary {
+    let stuck = policy
+        .evaluate(
+            &SagaClock {
+                saga_type: &r.saga_type,
+                status: &r.status,
+                updated_at: r.updated_at,
+                ended_at: r.ended_at,
+                compensation_started_at: r.compensation_started_at,
+                compensation_ended_at: r.compensation_ended_at,
+            },
+            now,
+        )
+        .map(StuckView::from);
+    SagaSummary {
+        stuck,
+        ..SagaSummary::from(r)
+    }
+}
+
+/// The compensation block of the detail view; `None` when nothing was compensated.
+fn compensation_summary(saga: &SagaRow, timeline: &[StepTimeline]) -> Option<CompensationSummary> {
+    let mut steps: Vec<StepCompensationView> = timeline
+        .iter()
+        .filter_map(|s| {
+            let c = s.compensation.as_ref()?;
+            Some(StepCompensationView {
+                step: s.step.clone(),
+                started_at: c.started_at,
+                ended_at: c.ended_at,
+                duration_ms: c.duration_ms,
+                failed: c.failed,
+            })
+        })
+        .collect();
+    if saga.compensation_started_at.is_none() && steps.is_empty() {
+        return None;
+    }
+    // Stable: steps that began compensating at the same instant keep timeline order.
+    steps.sort_by_key(|s| s.started_at);
+    Some(CompensationSummary {
+        started_at: saga.compensation_started_at,
+        ended_at: saga.compensation_ended_at,
+        duration_ms: saga.compensation_duration_ms,
+        failed_steps: steps
+            .iter()
+            .filter(|s| s.failed)
+            .map(|s| s.step.clone())
+            .collect(),
+        steps,
+    })
+}
+
 impl From<SagaRow> for SagaSummary {
+    /// The row alone, without a stuck verdict (see [`summary`]).
     fn from(r: SagaRow) -> Self {
         Self {
+            stuck: None,
             failure: error_info(r.failure_code.as_ref(), r.failure_message.as_ref()),
             saga_id: r.saga_id,
             saga_type: r.saga_type,
@@ -426,6 +567,7 @@ impl From<&StoredEvent> for EventView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
     pub filter: SagaFilter,
+    pub sort: SortKey,
     pub after: Option<Keyset>,
     pub limit: i64,
 }
@@ -443,6 +585,7 @@ pub fn parse_search(raw: &str) -> Result<SearchRequest, ApiError> {
 #[derive(Default)]
 struct Parser {
     filter: SagaFilter,
+    sort: Option<SortKey>,
     after: Option<Keyset>,
     limit: Option<i64>,
     /// Single-valued parameters already given, to reject repeats.
@@ -501,6 +644,23 @@ impl Parser {
                     match value.parse::<i64>() {
                         Ok(ms) if ms >= 0 => self.filter.min_duration_ms = Some(ms),
                         _ => self.error("minDurationMs", "must be a non-negative integer"),
+                    }
+                }
+            }
+            "stuck" => {
+                if self.once("stuck") {
+                    match value {
+                        "true" => self.filter.stuck = Some(true),
+                        "false" => self.filter.stuck = Some(false),
+                        _ => self.error("stuck", "must be `true` or `false`"),
+                    }
+                }
+            }
+            "sort" => {
+                if self.once("sort") {
+                    match SortKey::parse(value) {
+                        Some(k) => self.sort = Some(k),
+                        None => self.error("sort", "must be `startedAt` or `updatedAt`"),
                     }
                 }
             }
@@ -615,11 +775,26 @@ impl Parser {
                 }
             }
         }
+        let sort = self.sort.unwrap_or_default();
+        if let Some(k) = &self.after {
+            if k.sort != sort {
+                errors.push(InvalidParam::new(
+                    "cursor",
+                    format!(
+                        "this cursor belongs to sort={}, not sort={}; keep the sort of the \
+                         search that returned it",
+                        k.sort.as_str(),
+                        sort.as_str()
+                    ),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(ApiError::InvalidParams(errors));
         }
         Ok(SearchRequest {
             filter: self.filter,
+            sort,
             after: self.after,
             limit: self.limit.unwrap_or(DEFAULT_LIMIT),
         })
@@ -627,7 +802,7 @@ impl Parser {
 }
 
 /// Same rule as the contract, so a typo (`order_creation`) is a 400, not an empty page.
-fn check_saga_type(v: &str) -> Result<(), String> {
+pub(super) fn check_saga_type(v: &str) -> Result<(), String> {
     let max = saga_tracker_sdk::contract::MAX_SAGA_TYPE_CHARS;
     if v.is_empty()
         || v.len() > max
@@ -642,7 +817,7 @@ fn check_saga_type(v: &str) -> Result<(), String> {
 
 /// RFC 3339. A `+` offset sent unencoded arrives as a space (form encoding); since a space
 /// cannot otherwise appear after the seconds, it is read back as `+`.
-fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(v: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Some(t.with_timezone(&Utc));
     }
@@ -670,17 +845,22 @@ fn metadata_values(v: &str) -> Vec<Value> {
 #[derive(Serialize, Deserialize)]
 struct CursorV1 {
     v: u8,
-    /// `started_at` in microseconds since the epoch (PostgreSQL's precision, so the round
-    /// trip is exact).
+    /// The sort column's value in microseconds since the epoch (PostgreSQL's precision, so
+    /// the round trip is exact).
     t: i64,
     id: String,
+    /// The sort the position belongs to (`startedAt`, `updatedAt`). Absent in cursors
+    /// issued before sorting existed, which were all `startedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
 }
 
 pub fn encode_cursor(k: &Keyset) -> String {
     let c = CursorV1 {
         v: 1,
-        t: k.started_at.timestamp_micros(),
+        t: k.at.timestamp_micros(),
         id: k.saga_id.clone(),
+        s: Some(k.sort.as_str().to_owned()),
     };
     // Serializing an integer and a string cannot fail.
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap_or_default())
@@ -692,8 +872,13 @@ pub fn decode_cursor(s: &str) -> Option<Keyset> {
     if c.v != 1 {
         return None;
     }
+    let sort = match c.s.as_deref() {
+        None => SortKey::StartedAt,
+        Some(s) => SortKey::parse(s)?,
+    };
     Some(Keyset {
-        started_at: DateTime::from_timestamp_micros(c.t)?,
+        sort,
+        at: DateTime::from_timestamp_micros(c.t)?,
         saga_id: c.id,
     })
 }
@@ -771,7 +956,8 @@ mod tests {
     #[test]
     fn cursors_round_trip_exactly() {
         let k = Keyset {
-            started_at: DateTime::from_timestamp_micros(1_763_726_400_123_456).unwrap_or_default(),
+            sort: SortKey::UpdatedAt,
+            at: DateTime::from_timestamp_micros(1_763_726_400_123_456).unwrap_or_default(),
             saga_id: "order/8812 ü".into(),
         };
         let c = encode_cursor(&k);
@@ -784,5 +970,36 @@ mod tests {
             decode_cursor(&URL_SAFE_NO_PAD.encode(b"{\"v\":2,\"t\":0,\"id\":\"x\"}")),
             None
         );
+        // Cursors from before `sort` existed are startedAt positions.
+        let old = decode_cursor(&URL_SAFE_NO_PAD.encode(b"{\"v\":1,\"t\":0,\"id\":\"x\"}"));
+        assert_eq!(old.map(|k| k.sort), Some(SortKey::StartedAt));
+    }
+
+    #[test]
+    fn a_cursor_from_another_sort_is_rejected() {
+        let k = Keyset {
+            sort: SortKey::UpdatedAt,
+            at: DateTime::from_timestamp_micros(0).unwrap_or_default(),
+            saga_id: "x".into(),
+        };
+        let c = encode_cursor(&k);
+        assert_eq!(invalid_names(&format!("cursor={c}")), ["cursor"]);
+        assert_eq!(
+            invalid_names(&format!("sort=startedAt&cursor={c}")),
+            ["cursor"]
+        );
+        let r = parse_search(&format!("sort=updatedAt&cursor={c}")).expect("valid");
+        assert_eq!((r.sort, r.after), (SortKey::UpdatedAt, Some(k)));
+    }
+
+    #[test]
+    fn stuck_and_sort_are_parsed_and_checked() {
+        let r = parse_search("stuck=true&sort=updatedAt").expect("valid");
+        assert_eq!((r.filter.stuck, r.sort), (Some(true), SortKey::UpdatedAt));
+        assert_eq!(
+            parse_search("stuck=false").map(|r| r.filter.stuck).ok(),
+            Some(Some(false))
+        );
+        assert_eq!(invalid_names("stuck=yes&sort=createdAt"), ["stuck", "sort"]);
     }
 }

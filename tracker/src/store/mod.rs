@@ -1,10 +1,13 @@
-//! PostgreSQL: the connection pool, migrations, the batched ingest transaction ([`write`])
-//! and the queries behind the API ([`read`]).
+//! PostgreSQL: the connection pool, migrations, the batched ingest transaction ([`write`]),
+//! the queries behind the API ([`read`], and [`insight`] for statistics and gauges) and the
+//! removal of old sagas ([`retention`]).
 //!
 //! Only this module speaks SQL. It does not know about Kafka: the ingest loop hands it
 //! decoded events and gets back what to count.
 
+pub mod insight;
 pub mod read;
+pub mod retention;
 pub mod rows;
 pub mod write;
 

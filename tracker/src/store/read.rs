@@ -5,16 +5,22 @@
 //! SQL text) and returns plain rows. It knows nothing about HTTP, JSON shapes or cursors'
 //! wire encoding.
 //!
-//! Listing order is `started_at desc, saga_id desc` everywhere. `saga_id` is unique, so the
-//! order is total and a keyset position ([`Keyset`]) names exactly one place in it: a page
-//! boundary never skips or repeats a saga, however many rows arrive while someone pages, and
-//! each page is an index range scan instead of an ever-growing `offset`.
+//! Listing order is `started_at desc, saga_id desc` by default, or `updated_at desc, saga_id
+//! desc` ([`SortKey`]). `saga_id` is unique, so the order is total and a keyset position
+//! ([`Keyset`]) names exactly one place in it: a page boundary never skips or repeats a saga,
+//! however many rows arrive while someone pages, and each page is an index range scan
+//! instead of an ever-growing `offset`.
+//!
+//! Stuck sagas are found with the rules of [`crate::stuck`] written as SQL
+//! ([`push_stuck_predicate`]), evaluated against the caller's clock: nothing about stuck is
+//! stored, so a search is exact at the instant it runs.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::rows::{EventRow, EVENT_COLUMNS};
+use crate::stuck::{StuckPolicy, StuckReason};
 
 /// What a search asks for. Every field narrows the result (AND); empty means "no filter".
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +49,49 @@ pub struct SagaFilter {
     pub min_duration_ms: Option<i64>,
     /// Metadata conditions, all of which must hold.
     pub metadata: Vec<MetadataMatch>,
+    /// Only stuck (`true`) or only not stuck (`false`) sagas, by the [`StuckAt`] given to the
+    /// query.
+    pub stuck: Option<bool>,
+}
+
+/// The stuck rules and the instant they are evaluated at.
+#[derive(Debug, Clone, Copy)]
+pub struct StuckAt<'a> {
+    pub policy: &'a StuckPolicy,
+    pub now: DateTime<Utc>,
+}
+
+/// Which time orders a listing (always descending, then `saga_id` descending).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortKey {
+    /// `started_at`: newest sagas first.
+    #[default]
+    StartedAt,
+    /// `updated_at`: most recently active first.
+    UpdatedAt,
+}
+
+impl SortKey {
+    /// The wire name (`sort=` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::StartedAt => "startedAt",
+            SortKey::UpdatedAt => "updatedAt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [SortKey::StartedAt, SortKey::UpdatedAt]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::StartedAt => "s.started_at",
+            SortKey::UpdatedAt => "s.updated_at",
+        }
+    }
 }
 
 /// One metadata condition: the saga's merged metadata contains `key` with one of `values`.
@@ -56,10 +105,13 @@ pub struct MetadataMatch {
     pub values: Vec<Value>,
 }
 
-/// A position in the listing order: results start strictly after this saga.
+/// A position in one listing order: results start strictly after this saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyset {
-    pub started_at: DateTime<Utc>,
+    /// The order the position belongs to; a position is meaningless in another order.
+    pub sort: SortKey,
+    /// The sort column's value (`started_at` or `updated_at`) of the last saga shown.
+    pub at: DateTime<Utc>,
     pub saga_id: String,
 }
 
@@ -104,27 +156,57 @@ const SAGA_COLUMNS: &str = "saga_id, saga_type, status, started_at, updated_at, 
      compensation_started_at, compensation_ended_at, compensation_duration_ms, event_count, \
      late_event_count, business_key, trace_id, metadata, services";
 
-/// Up to `limit` sagas matching `filter`, in listing order, starting after `after`.
+/// One page request: what to match, in which order, from where, how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub filter: &'a SagaFilter,
+    pub sort: SortKey,
+    /// Start strictly after this position; its `sort` must equal `sort` (the API rejects a
+    /// cursor from another order before it gets here).
+    pub after: Option<&'a Keyset>,
+    pub limit: i64,
+}
+
+/// Up to `limit` sagas matching the filter, in listing order, starting after `after`.
 ///
 /// Callers that want to know whether another page exists ask for one row more than they
 /// show.
 pub async fn search_sagas(
     pool: &PgPool,
-    filter: &SagaFilter,
-    after: Option<&Keyset>,
-    limit: i64,
+    page: Page<'_>,
+    stuck: StuckAt<'_>,
 ) -> Result<Vec<SagaRow>, sqlx::Error> {
-    let mut qb = search_query(filter, after, limit);
+    let mut qb = search_query(page, stuck);
     qb.build_query_as::<SagaRow>().fetch_all(pool).await
 }
 
-fn search_query<'a>(
-    filter: &'a SagaFilter,
-    after: Option<&'a Keyset>,
-    limit: i64,
-) -> QueryBuilder<'a, Postgres> {
+fn search_query<'a>(page: Page<'a>, stuck: StuckAt<'a>) -> QueryBuilder<'a, Postgres> {
     let mut qb = QueryBuilder::new("select ");
     qb.push(SAGA_COLUMNS).push(" from sagas s where true");
+    push_filter(&mut qb, page.filter, stuck);
+    let column = page.sort.column();
+    if let Some(k) = page.after {
+        // Row comparison matches the (time desc, saga_id desc) index exactly.
+        qb.push(format_args!(" and ({column}, s.saga_id) < ("))
+            .push_bind(k.at)
+            .push(", ")
+            .push_bind(&k.saga_id)
+            .push(")");
+    }
+    qb.push(format_args!(
+        " order by {column} desc, s.saga_id desc limit "
+    ))
+    .push_bind(page.limit);
+    qb
+}
+
+/// Appends ` and …` for every condition of `filter` to a query over `sagas s`. Shared by
+/// the search and the statistics, so both read a filter the same way.
+pub(crate) fn push_filter<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    filter: &'a SagaFilter,
+    stuck: StuckAt<'a>,
+) {
     if let Some(t) = &filter.saga_type {
         qb.push(" and s.saga_type = ").push_bind(t);
     }
@@ -168,18 +250,78 @@ fn search_query<'a>(
     if let Some(ms) = filter.min_duration_ms {
         qb.push(" and s.duration_ms >= ").push_bind(ms);
     }
-    push_metadata(&mut qb, &filter.metadata);
-    if let Some(k) = after {
-        // Row comparison matches the (started_at desc, saga_id desc) index exactly.
-        qb.push(" and (s.started_at, s.saga_id) < (")
-            .push_bind(k.started_at)
-            .push(", ")
-            .push_bind(&k.saga_id)
-            .push(")");
+    push_metadata(qb, &filter.metadata);
+    if let Some(want) = filter.stuck {
+        qb.push(if want { " and " } else { " and not " });
+        push_stuck_predicate(qb, stuck);
     }
-    qb.push(" order by s.started_at desc, s.saga_id desc limit ")
-        .push_bind(limit);
-    qb
+}
+
+/// The rules of [`crate::stuck::StuckPolicy::rule`] as one boolean SQL expression over
+/// `sagas s` (never null): the `or` of [`push_stuck_reason`] for every reason.
+pub(crate) fn push_stuck_predicate(qb: &mut QueryBuilder<'_, Postgres>, at: StuckAt<'_>) {
+    qb.push("coalesce(");
+    for (i, reason) in StuckReason::ALL.into_iter().enumerate() {
+        if i > 0 {
+            qb.push(" or ");
+        }
+        push_stuck_reason(qb, reason, at);
+    }
+    qb.push(", false)");
+}
+
+/// "Stuck for `reason`" as a parenthesised SQL condition over `sagas s` (null counts as
+/// false). Thresholds and the clock are binds; per-type thresholds are one JSON object
+/// looked up by `saga_type`.
+pub(crate) fn push_stuck_reason(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    reason: StuckReason,
+    at: StuckAt<'_>,
+) {
+    let p = at.policy;
+    match reason {
+        StuckReason::NoProgress => {
+            let thresholds: Map<String, Value> = p
+                .thresholds
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(*v)))
+                .collect();
+            qb.push("(s.status in ('STARTED', 'IN_PROGRESS') and s.updated_at <= ")
+                .push_bind(at.now)
+                .push(" - coalesce((")
+                .push_bind(Value::Object(thresholds))
+                .push("::jsonb ->> s.saga_type)::bigint, ")
+                .push_bind(p.default_threshold_secs)
+                .push(") * interval '1 second')");
+        }
+        StuckReason::CompensationNotFinished => {
+            qb.push(
+                "((s.status = 'COMPENSATING' \
+                 and coalesce(s.compensation_started_at, s.updated_at) <= ",
+            )
+            .push_bind(at.now)
+            .push(" - ")
+            .push_bind(p.compensation_timeout_secs)
+            .push(" * interval '1 second')")
+            .push(
+                " or (s.status = 'FAILED' and s.compensation_started_at is not null \
+                 and s.compensation_ended_at is null and s.compensation_started_at <= ",
+            )
+            .push_bind(at.now)
+            .push(" - ")
+            .push_bind(p.compensation_timeout_secs)
+            .push(" * interval '1 second'))");
+        }
+        StuckReason::FailedNotCompensated => {
+            qb.push("(s.status = 'FAILED' and s.compensation_started_at is null and ")
+                .push_bind(p.failed_uncompensated_secs)
+                .push(" > 0 and coalesce(s.ended_at, s.updated_at) <= ")
+                .push_bind(at.now)
+                .push(" - ")
+                .push_bind(p.failed_uncompensated_secs)
+                .push(" * interval '1 second')");
+        }
+    }
 }
 
 /// Conditions with a single accepted value are merged into one containment document (one
@@ -253,10 +395,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn page<'a>(filter: &'a SagaFilter, after: Option<&'a Keyset>, limit: i64) -> Page<'a> {
+        Page {
+            filter,
+            sort: SortKey::StartedAt,
+            after,
+            limit,
+        }
+    }
+
+    fn at(policy: &StuckPolicy) -> StuckAt<'_> {
+        StuckAt {
+            policy,
+            now: Utc::now(),
+        }
+    }
+
     #[test]
     fn an_empty_filter_lists_everything_in_keyset_order() {
         let f = SagaFilter::default();
-        let sql = search_query(&f, None, 51).into_sql();
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, None, 51), at(&p)).into_sql();
         assert!(
             sql.ends_with(
                 "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
@@ -283,10 +442,12 @@ mod tests {
             ..SagaFilter::default()
         };
         let k = Keyset {
-            started_at: Utc::now(),
+            sort: SortKey::StartedAt,
+            at: Utc::now(),
             saga_id: "x".into(),
         };
-        let sql = search_query(&f, Some(&k), 10).into_sql();
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, Some(&k), 10), at(&p)).into_sql();
         assert!(!sql.contains("drop table"), "{sql}");
         assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
         assert!(sql.contains("s.status = any($2)"), "{sql}");
@@ -298,6 +459,37 @@ mod tests {
         );
         assert!(
             sql.contains("(s.started_at, s.saga_id) < ($6, $7)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn updated_at_order_pages_on_updated_at() {
+        let f = SagaFilter {
+            stuck: Some(true),
+            ..SagaFilter::default()
+        };
+        let k = Keyset {
+            sort: SortKey::UpdatedAt,
+            at: Utc::now(),
+            saga_id: "x".into(),
+        };
+        let p = StuckPolicy::default();
+        let q = Page {
+            sort: SortKey::UpdatedAt,
+            ..page(&f, Some(&k), 10)
+        };
+        let sql = search_query(q, at(&p)).into_sql();
+        assert!(
+            sql.contains("coalesce((s.status in ('STARTED', 'IN_PROGRESS')"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("order by s.updated_at desc, s.saga_id desc limit $13"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("(s.updated_at, s.saga_id) < ($11, $12)"),
             "{sql}"
         );
     }

@@ -18,13 +18,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use saga_tracker_sdk::contract::{SagaEvent, SagaStatus};
+use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use super::rows::{EventRow, EVENT_COLUMNS};
 use crate::aggregate::{self, EventRecord, SagaState};
-use crate::metrics::CommittedBatch;
+use crate::metrics::{CommittedBatch, Transition};
 
 /// Where a message came from, stored with the event for audits and DLQ replays.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +230,13 @@ pub async fn write_batch(
         };
         let before = previous.get(*saga_id).and_then(|s| SagaStatus::parse(s));
         if before != Some(state.status) {
-            transitions.push((state.saga_type.clone(), before, state.status));
+            transitions.push(Transition {
+                saga_type: state.saga_type.clone(),
+                from: before,
+                to: state.status,
+                duration_ms: state.duration_ms,
+                compensation_duration_ms: state.compensation_duration_ms,
+            });
         }
         states.push(state);
     }
@@ -244,6 +250,15 @@ pub async fn write_batch(
 
     let committed_at = Utc::now();
     let ok = inserted.len() as u64;
+    let newly_stored: HashSet<&str> = inserted.iter().map(|(id, _)| id.as_str()).collect();
+    let step_failures = unique
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| {
+            e.step_status == StepStatus::Failed && newly_stored.contains(e.event_id.as_str())
+        })
+        .map(|e| (e.saga_type.clone(), e.step.clone()))
+        .collect();
     Ok(CommittedBatch {
         ok,
         duplicate: events.len() as u64 - ok,
@@ -256,5 +271,6 @@ pub async fn write_batch(
             })
             .collect(),
         transitions,
+        step_failures,
     })
 }

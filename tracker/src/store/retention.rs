@@ -1,0 +1,78 @@
+//! Retention: removing finished sagas (and their events) once they are old.
+//!
+//! A pass deletes in bounded batches, each its own short transaction: pick at most
+//! `batch_size` finished sagas whose `ended_at` is before the cutoff, oldest first, with
+//! `for update skip locked`, then delete their events and rows in the same statement. A saga
+//! row that the ingest transaction holds (it is being updated right now) is skipped, not
+//! waited for, so retention never blocks ingestion; it is picked up by a later pass.
+//!
+//! A late event for a saga removed here is stored as usual and recreates a (short) saga
+//! from the events that remain — the same "pure function of the stored events" rule as
+//! everywhere else.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Rows of `sagas`.
+    pub sagas: u64,
+    /// Rows of `saga_events`.
+    pub events: u64,
+}
+
+const DELETE_BATCH: &str = "\
+with doomed as (
+    select saga_id from sagas
+    where status in ('COMPLETED', 'COMPENSATED', 'FAILED') and ended_at < $1
+    order by ended_at
+    limit $2
+    for update skip locked
+), events as (
+    delete from saga_events e using doomed d where e.saga_id = d.saga_id returning 1
+), gone as (
+    delete from sagas s using doomed d where s.saga_id = d.saga_id returning 1
+)
+select (select count(*) from gone), (select count(*) from events)";
+
+/// Deletes one batch of at most `batch_size` finished sagas that ended before `cutoff`,
+/// with their events, in one transaction.
+pub async fn delete_batch(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<Removed, sqlx::Error> {
+    let (sagas, events): (i64, i64) = sqlx::query_as(DELETE_BATCH)
+        .bind(cutoff)
+        .bind(batch_size)
+        .fetch_one(pool)
+        .await?;
+    Ok(Removed {
+        sagas: sagas.max(0) as u64,
+        events: events.max(0) as u64,
+    })
+}
+
+/// One retention pass: deletes batches until a batch comes back short (nothing more is due,
+/// or the rest is locked by ingestion right now). `on_batch` sees each batch's counts as it
+/// commits, so the counters move even if a later batch fails.
+pub async fn run_pass(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch_size: i64,
+    mut on_batch: impl FnMut(Removed),
+) -> Result<Removed, sqlx::Error> {
+    let mut total = Removed::default();
+    loop {
+        let batch = delete_batch(pool, cutoff, batch_size).await?;
+        on_batch(batch);
+        total.sagas += batch.sagas;
+        total.events += batch.events;
+        if (batch.sagas as i64) < batch_size {
+            return Ok(total);
+        }
+        // Let ingestion and queries have the connection and the disk between batches.
+        tokio::task::yield_now().await;
+    }
+}
