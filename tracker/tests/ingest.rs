@@ -33,10 +33,13 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// `name` on the same server as [`admin_url`], which may be given with or without a
+/// database path (`postgres://h:5432` or `postgres://h:5432/postgres`).
 fn db_url(name: &str) -> String {
     let base = admin_url();
-    let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
-    format!("{root}/{name}")
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base.as_str()));
+    let server = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{server}/{name}")
 }
 
 /// A mock Kafka cluster owned by a producer handle (which keeps it alive).

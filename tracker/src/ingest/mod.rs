@@ -76,6 +76,38 @@ fn commit_stored<C: ConsumerContext>(consumer: &impl Consumer<C>) {
     }
 }
 
+/// How long the final commit and group leave may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits stored offsets, leaves the group and closes the consumer, giving up after
+/// `timeout`. librdkafka's synchronous commit and close wait for the group coordinator without
+/// a deadline, so with the broker gone a SIGTERM would otherwise hang forever. The work runs
+/// on a plain thread (not tokio's blocking pool, which the runtime waits for on exit); if it
+/// does not finish in time we log and move on — anything uncommitted is redelivered to the
+/// next owner and deduplicated by `eventId`.
+async fn close_consumer(consumer: StreamConsumer<IngestContext>, timeout: Duration) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            commit_stored(&consumer);
+            consumer.unsubscribe();
+            drop(consumer);
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the consumer-close thread");
+        return;
+    }
+    if tokio::time::timeout(timeout, done_rx).await.is_err() {
+        tracing::warn!(
+            timeout_s = timeout.as_secs(),
+            "closing the consumer timed out (broker unreachable?); uncommitted offsets will be \
+             redelivered and deduplicated"
+        );
+    }
+}
+
 /// The consumer with its collaborators.
 pub struct Ingestor {
     consumer: StreamConsumer<IngestContext>,
@@ -143,10 +175,11 @@ impl Ingestor {
         tracing::info!(topic = %self.settings.kafka.topic, group = %self.settings.kafka.group_id, "consumer started");
         let result = self.consume(&shutdown).await;
         tracing::info!("consumer stopping: committing stored offsets");
-        let consumer = &self.consumer;
-        tokio::task::block_in_place(|| commit_stored(consumer));
-        self.consumer.unsubscribe();
-        self.health.set_running(false);
+        let Self {
+            consumer, health, ..
+        } = self;
+        close_consumer(consumer, CLOSE_TIMEOUT).await;
+        health.set_running(false);
         metrics::consumer_up(false);
         result
     }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The test command: everything CI checks, in the order that fails fastest.
+#
+#   scripts/test.sh
+#
+#   1. dependencies: PostgreSQL running, tansu built, kafka-python importable;
+#   2. cargo fmt --check, clippy with warnings as errors, build of every target;
+#   3. cargo test for the whole workspace — unit, property and end-to-end tests (the latter
+#      start their own tansu broker, databases and tracker processes on free loopback ports);
+#   4. the committed docs/openapi.json matches what the binary generates.
+#
+# Non-interactive and idempotent; a cold machine spends most of its time building tansu
+# once (cached under ~/.cache/saga-tracker) and the workspace.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+started=$SECONDS
+
+step "Dependencies"
+bash "$REPO_ROOT/scripts/ensure-postgres.sh"
+TANSU_BIN="$(bash "$REPO_ROOT/scripts/ensure-tansu.sh")"
+export TANSU_BIN
+bash "$REPO_ROOT/scripts/ensure-python.sh"
+# The server the tests create their databases on. It names a database (`postgres`, which
+# always exists) because some tests derive their per-test URLs by replacing the last segment.
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres}"
+
+step "cargo fmt --all --check"
+cargo fmt --all --check || die "formatting differs: run 'cargo fmt --all'"
+
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo build --workspace --all-targets --all-features"
+cargo build --workspace --all-targets --all-features
+
+step "cargo test --workspace --all-features"
+export SAGA_TRACKER_BIN="$REPO_ROOT/target/debug/saga-tracker"
+[[ -x "$SAGA_TRACKER_BIN" ]] || die "the build produced no $SAGA_TRACKER_BIN"
+cargo test --workspace --all-features
+
+step "OpenAPI drift check"
+[[ -f docs/openapi.json ]] || die "docs/openapi.json is missing: generate it with
+    cargo run -q -p saga-tracker -- openapi > docs/openapi.json"
+if ! "$SAGA_TRACKER_BIN" openapi | diff -u docs/openapi.json - >"$REPO_ROOT/target/openapi.diff"; then
+    head -n 60 "$REPO_ROOT/target/openapi.diff" >&2
+    die "docs/openapi.json is out of date with the code (diff above, full: target/openapi.diff). Regenerate it with
+    cargo run -q -p saga-tracker -- openapi > docs/openapi.json
+and commit the result."
+fi
+log "docs/openapi.json matches the binary"
+
+step "All checks passed in $((SECONDS - started)) s"
