@@ -62,17 +62,23 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// The process-wide recorder's handle, or why installing it failed. `OnceLock::get_or_init`
+/// makes concurrent callers wait for the one installation instead of racing it.
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the global Prometheus recorder once per process and returns its handle.
 ///
-/// Idempotent because tests run several trackers in one process and the `metrics` facade
-/// has exactly one global recorder.
+/// Idempotent and thread-safe because tests run several trackers in one process and the
+/// `metrics` facade has exactly one global recorder.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let builder = PrometheusBuilder::new()
+    HANDLE
+        .get_or_init(|| build_and_install().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))
+}
+
+fn build_and_install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(VISIBILITY_LAG_SECONDS.to_owned()),
             LAG_BUCKETS,
@@ -86,15 +92,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(COMPENSATION_DURATION_SECONDS.to_owned()),
             SAGA_DURATION_BUCKETS,
         )?
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?;
-    let handle = match builder.install_recorder() {
-        Ok(h) => h,
-        // Lost a race with another thread: use the winner's handle.
-        Err(e) => return HANDLE.get().cloned().ok_or_else(|| anyhow::anyhow!(e)),
-    };
-    let _ = HANDLE.set(handle.clone());
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
+        .install_recorder()?;
     describe();
-    Ok(HANDLE.get().cloned().unwrap_or(handle))
+    Ok(handle)
 }
 
 fn describe() {

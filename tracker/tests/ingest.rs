@@ -37,7 +37,9 @@ fn admin_url() -> String {
 /// database path (`postgres://h:5432` or `postgres://h:5432/postgres`).
 fn db_url(name: &str) -> String {
     let base = admin_url();
-    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base.as_str()));
+    let (scheme, rest) = base
+        .split_once("://")
+        .unwrap_or(("postgres", base.as_str()));
     let server = rest.split('/').next().unwrap_or(rest);
     format!("{scheme}://{server}/{name}")
 }
