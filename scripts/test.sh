@@ -39,7 +39,8 @@ cargo build --workspace --all-targets --all-features
 step "cargo test --workspace --all-features"
 export SAGA_TRACKER_BIN="$REPO_ROOT/target/debug/saga-tracker"
 [[ -x "$SAGA_TRACKER_BIN" ]] || die "the build produced no $SAGA_TRACKER_BIN"
-cargo test --workspace --all-features
+test_log="$REPO_ROOT/target/test-output.log"
+cargo test --workspace --all-features 2>&1 | tee "$test_log"
 
 step "OpenAPI drift check"
 [[ -f docs/openapi.json ]] || die "docs/openapi.json is missing: generate it with
@@ -53,3 +54,7 @@ fi
 log "docs/openapi.json matches the binary"
 
 step "All checks passed in $((SECONDS - started)) s"
+# One closing line with the totals of every cargo test binary (unit, integration, doc), so a
+# reader — or CI — does not have to add up the per-binary lines.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
