@@ -5,7 +5,6 @@
 //! Set `TEST_DATABASE_URL` to point at another server (default
 //! `postgres://postgres@127.0.0.1:5432`, trust auth).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -16,8 +15,8 @@ use saga_tracker::store::write::{write_batch, IncomingEvent, KafkaSource};
 use saga_tracker::store::MIGRATOR;
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,58 +24,9 @@ use tokio_util::sync::CancellationToken;
 // Harness
 // ---------------------------------------------------------------------------------------
 
-fn server_options() -> PgConnectOptions {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL is a PostgreSQL URL")
-}
+mod common;
 
-/// A database that exists for one test and is dropped (best effort) when the test ends,
-/// whether it passed or panicked.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("saga_api_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = server_options()
-            .database("postgres")
-            .connect()
-            .await
-            .expect("PostgreSQL is reachable (set TEST_DATABASE_URL)");
-        sqlx::query(&format!("create database {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        Self { name }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot block on its own futures: use a
-        // throwaway runtime on another thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut admin) = server_options().database("postgres").connect().await {
-                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use common::{server_options, TestDb};
 
 struct TestApp {
     base: String,
@@ -100,7 +50,7 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with(consumer_enabled: bool) -> TestApp {
-    let db = TestDb::create().await;
+    let db = TestDb::create("saga_api").await;
     let pool = PgPoolOptions::new()
         .max_connections(3)
         .connect_with(server_options().database(&db.name))

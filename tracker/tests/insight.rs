@@ -10,7 +10,6 @@
 //! uses saga types of its own.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -26,8 +25,8 @@ use saga_tracker::store::MIGRATOR;
 use saga_tracker::stuck::StuckPolicy;
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,55 +34,9 @@ use tokio_util::sync::CancellationToken;
 // Harness
 // ---------------------------------------------------------------------------------------
 
-fn server_options() -> PgConnectOptions {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL is a PostgreSQL URL")
-}
+mod common;
 
-/// A database that lives for one test and is dropped (best effort) afterwards.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("saga_insight_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = server_options()
-            .database("postgres")
-            .connect()
-            .await
-            .expect("PostgreSQL is reachable (set TEST_DATABASE_URL)");
-        sqlx::query(&format!("create database {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        Self { name }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut admin) = server_options().database("postgres").connect().await {
-                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use common::{server_options, TestDb};
 
 struct TestApp {
     base: String,
@@ -110,7 +63,7 @@ fn policy() -> StuckPolicy {
 }
 
 async fn spawn_app() -> TestApp {
-    let db = TestDb::create().await;
+    let db = TestDb::create("saga_insight").await;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect_with(server_options().database(&db.name))
