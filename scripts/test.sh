@@ -53,6 +53,9 @@ and commit the result."
 fi
 log "docs/openapi.json matches the binary"
 
+step "Operations kit: Helm chart, dashboards, alerts (with a live Prometheus and Alertmanager)"
+bash "$REPO_ROOT/scripts/check-ops.sh"
+
 step "All checks passed in $((SECONDS - started)) s"
 # One closing line with the totals of every cargo test binary (unit, integration, doc), so a
 # reader — or CI — does not have to add up the per-binary lines.

@@ -146,7 +146,8 @@ impl Settings {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig.merge(Env::prefixed("TRACKER_").split("__"))
+        // TRACKER_CONFIG names the file (see the CLI), it is not a setting.
+        fig.merge(Env::prefixed("TRACKER_").ignore(&["config"]).split("__"))
     }
 
     /// Extracts and validates.
@@ -305,6 +306,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TRACKER_KAFKA__BROKERS", "kafka-a:9092");
             jail.set_env("TRACKER_INGEST__LINGER_MS", "25");
+            // The CLI's `--config` may come from TRACKER_CONFIG; it is not a setting.
+            jail.set_env("TRACKER_CONFIG", "/etc/saga-tracker/tracker.toml");
             let s = Settings::load(None).expect("loads");
             assert_eq!(s.kafka.brokers, "kafka-a:9092");
             assert_eq!(s.ingest.linger_ms, 25);
