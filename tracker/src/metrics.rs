@@ -30,6 +30,7 @@ pub const SAGAS_FAILED: &str = "saga_tracker_sagas_failed_total";
 pub const SAGAS_COMPENSATED: &str = "saga_tracker_sagas_compensated_total";
 pub const HTTP_REQUEST_SECONDS: &str = "saga_tracker_http_request_duration_seconds";
 pub const CONSUMER_UP: &str = "saga_tracker_consumer_up";
+pub const CONSUMER_LAG: &str = "saga_tracker_consumer_lag";
 pub const LAST_COMMIT_TIMESTAMP: &str = "saga_tracker_last_commit_timestamp_seconds";
 pub const SAGA_DURATION_SECONDS: &str = "saga_tracker_saga_duration_seconds";
 pub const COMPENSATION_DURATION_SECONDS: &str = "saga_tracker_compensation_duration_seconds";
@@ -134,6 +135,11 @@ fn describe() {
         HTTP_REQUEST_SECONDS,
         Unit::Seconds,
         "HTTP request duration by method, route and status"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Messages behind the log end, per partition (0 on replicas not fetching it)"
     );
     describe_gauge!(
         CONSUMER_UP,
@@ -359,6 +365,11 @@ pub fn retention_failed() {
 pub fn dead_lettered(reason: &'static str) {
     counter!(EVENTS_PROCESSED, "result" => "invalid").increment(1);
     counter!(DLQ_MESSAGES, "reason" => reason).increment(1);
+}
+
+/// Messages between this replica's position and the log end of one partition.
+pub fn consumer_lag(partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
 }
 
 pub fn db_write_failed() {
