@@ -36,6 +36,16 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo build --workspace --all-targets --all-features"
 cargo build --workspace --all-targets --all-features
 
+# SOAK=1 scripts/test.sh also runs the long variants of the reliability tests
+# (docs/reliability.md): bigger fault loads, 100 000 property cases, 30 000 fuzzed requests,
+# 2 000 concurrent-write rounds.
+if [[ "${SOAK:-0}" != 0 ]]; then
+    export SOAK
+    export PROPTEST_CASES="${PROPTEST_CASES:-100000}"
+    export API_FUZZ_CASES="${API_FUZZ_CASES:-30000}"
+    export CONCURRENT_WRITE_ITERATIONS="${CONCURRENT_WRITE_ITERATIONS:-2000}"
+fi
+
 step "cargo test --workspace --all-features"
 export SAGA_TRACKER_BIN="$REPO_ROOT/target/debug/saga-tracker"
 [[ -x "$SAGA_TRACKER_BIN" ]] || die "the build produced no $SAGA_TRACKER_BIN"

@@ -12,6 +12,8 @@
 //!   `<workspace>/target/debug/saga-tracker`) spawned with `TRACKER_*` environment
 //!   configuration on a free HTTP port, its log captured to a file; typed REST helpers; a
 //!   graceful SIGTERM stop that reports the exit status.
+//! - [`PgProxy`] — a TCP forwarder to the PostgreSQL server that a test can cut, to make
+//!   one tracker's database unreachable without touching the server other tests share.
 //! - [`poll_until`] — the one bounded polling loop every "eventually" assertion goes through.
 //! - [`metric_value`] — reads one series (or the sum of several) from Prometheus text.
 //!
@@ -310,24 +312,7 @@ impl Tansu {
             .tempdir()
             .context("creating a temporary directory for tansu")?;
         let log = log_dir()?.join(format!("tansu-{port}-{}.log", unique_suffix()));
-        let (out, err) = log_file(&log)?;
-        let listener = format!("tcp://127.0.0.1:{port}");
-        // tansu resolves `sqlite://` paths against its working directory (even ones that look
-        // absolute), so run it inside the data directory with a relative file name.
-        let child = Command::new(bin)
-            .arg("broker")
-            .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(data.path())
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
+        let child = Self::spawn_child(bin, port, data.path(), &log)?;
         let mut tansu = Self {
             child,
             port,
@@ -335,23 +320,49 @@ impl Tansu {
             log,
             _data: data,
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        tansu.wait_listening().await?;
+        Ok(tansu)
+    }
+
+    fn spawn_child(bin: &Path, port: u16, data: &Path, log: &Path) -> anyhow::Result<Child> {
+        let (out, err) = log_file(log)?;
+        let listener = format!("tcp://127.0.0.1:{port}");
+        // tansu resolves `sqlite://` paths against its working directory (even ones that look
+        // absolute), so run it inside the data directory with a relative file name.
+        Command::new(bin)
+            .arg("broker")
+            .args(["--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(data)
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))
+    }
+
+    async fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Some(status) = tansu.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!(
                     "tansu exited with {status} before listening on {addr}; its log ({}):\n{}",
-                    tansu.log.display(),
-                    log_tail(&tansu.log, 30)
+                    self.log.display(),
+                    log_tail(&self.log, 30)
                 );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(tansu);
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
                     "tansu did not listen on {addr} within {STARTUP_TIMEOUT:?}; its log:\n{}",
-                    log_tail(&tansu.log, 30)
+                    log_tail(&self.log, 30)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -622,6 +633,12 @@ impl TrackerProcess {
                 )
             }
         }
+    }
+
+    /// `kill -9`: SIGKILL, then reap. No shutdown code runs: whatever was in flight is lost
+    /// exactly as in a crash.
+    pub fn kill(&mut self) {
+        kill_and_reap(&mut self.child);
     }
 
     /// True while the process runs.
@@ -1188,5 +1205,82 @@ weird{a="x,y",b="q\"uote"} 3.5
             msg.contains("the impossible") && msg.contains("still wrong"),
             "{msg}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A breakable TCP path to PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+/// A TCP forwarder `127.0.0.1:<port>` → the PostgreSQL server, which a test can cut: while
+/// cut, every open connection is dropped and new ones are closed at once — what a tracker
+/// sees when its database becomes unreachable — without touching the server other tests
+/// share. Stops when dropped.
+#[derive(Debug)]
+pub struct PgProxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    /// Starts forwarding to the server of [`TestDb::server_url`].
+    pub async fn start() -> anyhow::Result<Self> {
+        let server = TestDb::server_url()?;
+        let upstream = format!(
+            "{}:{}",
+            server.host_str().unwrap_or("127.0.0.1"),
+            server.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the PostgreSQL proxy")?;
+        let port = listener.local_addr()?.port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { port, cut, task })
+    }
+
+    /// `url` (a database URL on the real server) rewritten to go through this proxy.
+    pub fn url_for(&self, url: &str) -> anyhow::Result<String> {
+        let mut u = Url::parse(url).with_context(|| format!("parsing {url}"))?;
+        u.set_host(Some("127.0.0.1"))
+            .map_err(|e| anyhow!("setting the proxy host: {e}"))?;
+        u.set_port(Some(self.port))
+            .map_err(|()| anyhow!("setting the proxy port"))?;
+        Ok(u.to_string())
+    }
+
+    /// Cuts (`true`) or restores (`false`) the path to the database.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.set_cut(true);
+        self.task.abort();
     }
 }

@@ -354,6 +354,17 @@ async fn a_completed_and_a_compensated_saga_are_visible_through_the_api_and_metr
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
+    // librdkafka statistics arrive every 5 s and feed the per-partition lag gauge.
+    let mut lag_seen = false;
+    for _ in 0..150 {
+        let text = tracker.metrics().await;
+        if text.contains("saga_tracker_consumer_lag{partition=\"0\"}") {
+            lag_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lag_seen, "no per-partition consumer lag within 15 s");
     let db = tracker.stop().await;
     drop_db(&db).await;
 }

@@ -357,7 +357,9 @@ mod tests {
     use saga_tracker_sdk::contract::decode;
     use serde_json::json;
 
-    use super::super::test_support::{arb_saga, arb_saga_and_redelivery, ev, t, Ev};
+    use super::super::test_support::{
+        arb_saga, arb_saga_and_redelivery, ev, permutation_cases, t, Ev,
+    };
     use super::*;
 
     use saga_tracker_sdk::contract::SagaStatus::{
@@ -824,7 +826,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(permutation_cases()))]
 
         #[test]
         fn the_saga_is_a_function_of_the_set_of_its_events(

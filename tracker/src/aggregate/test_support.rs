@@ -10,6 +10,16 @@ use super::EventRecord;
 
 pub(super) const SAGA_ID: &str = "order-8812";
 
+/// Cases for the two "a saga is a function of the set of its events" properties: 10 000 by
+/// default (a few seconds each in a debug build), `PROPTEST_CASES` overrides it, e.g.
+/// `PROPTEST_CASES=200000` for a soak run.
+pub(super) fn permutation_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
 /// `secs` seconds after a fixed instant, so tests read in small relative numbers.
 pub(super) fn t(secs: i64) -> DateTime<Utc> {
     t_ms(secs * 1000)

@@ -155,7 +155,9 @@ mod tests {
         Compensated, Compensating, Failed, Started, Succeeded,
     };
 
-    use super::super::test_support::{arb_saga, arb_saga_and_redelivery, ev, t, t_ms, Ev};
+    use super::super::test_support::{
+        arb_saga, arb_saga_and_redelivery, ev, permutation_cases, t, t_ms, Ev,
+    };
     use super::*;
 
     fn steps(events: impl IntoIterator<Item = Ev>) -> Vec<StepTimeline> {
@@ -351,7 +353,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(permutation_cases()))]
 
         #[test]
         fn the_timeline_is_a_function_of_the_set_of_its_events(

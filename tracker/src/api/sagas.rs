@@ -394,8 +394,12 @@ pub async fn events(
     Ok(Json(EventList { saga_id, items }))
 }
 
+/// Why a parameter holding U+0000 is refused (PostgreSQL text cannot hold it).
+pub(crate) const NUL_REASON: &str = "must not contain NUL characters (%00)";
+
 fn path_saga_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match p {
+        Ok(Path(id)) if id.contains('\0') => Err(ApiError::invalid("sagaId", NUL_REASON)),
         Ok(Path(id)) => Ok(id),
         Err(e) => Err(ApiError::invalid("sagaId", e.body_text())),
     }
@@ -577,6 +581,12 @@ pub struct SearchRequest {
 pub fn parse_search(raw: &str) -> Result<SearchRequest, ApiError> {
     let mut p = Parser::default();
     for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        // PostgreSQL text cannot hold U+0000; no stored value contains it, so say so here
+        // rather than let the query fail as a 500.
+        if name.contains('\0') || value.contains('\0') {
+            p.error(&name.replace('\0', "\\0"), NUL_REASON);
+            continue;
+        }
         p.param(&name, &value);
     }
     p.finish()

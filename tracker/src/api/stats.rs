@@ -355,6 +355,13 @@ pub fn parse_stats(raw: &str) -> Result<(StatsFilter, usize), ApiError> {
     let mut errors = Vec::new();
     for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
         let (name, value) = (name.as_ref(), value.as_ref());
+        if name.contains('\0') || value.contains('\0') {
+            errors.push(InvalidParam::new(
+                name.replace('\0', "\\0"),
+                super::sagas::NUL_REASON,
+            ));
+            continue;
+        }
         let known = matches!(
             name,
             "sagaType" | "startedAfter" | "startedBefore" | "service" | "top"

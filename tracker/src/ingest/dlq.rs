@@ -54,8 +54,21 @@ impl DeadLetters {
         })
     }
 
-    /// Sends one message and waits for the broker's acknowledgement.
+    /// Sends one message the contract rejected and waits for the broker's acknowledgement.
     pub async fn send(&self, msg: &OwnedMessage, why: &ContractError) -> anyhow::Result<()> {
+        self.send_with(msg, why.reason(), why.field(), why.detail())
+            .await
+    }
+
+    /// Sends one message with an explicit `reason` (a bounded code such as `db_rejected`),
+    /// optional field and human detail, and waits for the broker's acknowledgement.
+    pub async fn send_with(
+        &self,
+        msg: &OwnedMessage,
+        reason: &str,
+        field: Option<&str>,
+        detail: &str,
+    ) -> anyhow::Result<()> {
         let mut headers = OwnedHeaders::new();
         // Keep the emitter's headers (traceparent, content-type) for whoever replays it.
         if let Some(orig) = msg.headers() {
@@ -68,14 +81,14 @@ impl DeadLetters {
                 }
             }
         }
-        let detail: String = why.detail().chars().take(1000).collect();
+        let detail: String = detail.chars().take(1000).collect();
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let timestamp = msg.timestamp().to_millis().map(|t| t.to_string());
         headers = headers
             .insert(Header {
                 key: HEADER_REASON,
-                value: Some(why.reason()),
+                value: Some(reason),
             })
             .insert(Header {
                 key: HEADER_ERROR,
@@ -93,7 +106,7 @@ impl DeadLetters {
                 key: HEADER_OFFSET,
                 value: Some(offset.as_str()),
             });
-        if let Some(field) = why.field() {
+        if let Some(field) = field {
             headers = headers.insert(Header {
                 key: HEADER_FIELD,
                 value: Some(field),

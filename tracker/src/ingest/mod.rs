@@ -11,6 +11,9 @@
 //! the redelivery into duplicates that are counted and dropped. Database or DLQ failures are
 //! retried with capped exponential backoff for as long as it takes; a shutdown request during
 //! retries abandons the batch *without* storing its offsets, so it is redelivered later.
+//! The one exception is an error that says the *data* is wrong (SQLSTATE class 22 or 23):
+//! retrying would wedge the partition, so the batch is bisected down to the offending event,
+//! which goes to the DLQ with reason `db_rejected`, and the rest commits.
 //!
 //! This module decodes with the SDK's contract and writes through `store`; it never builds
 //! SQL and never touches HTTP.
@@ -35,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::health::ConsumerHealth;
 use crate::metrics;
-use crate::store::write::{write_batch, IncomingEvent, KafkaSource};
+use crate::metrics::CommittedBatch;
+use crate::store::write::{is_permanent, write_batch, IncomingEvent, KafkaSource};
 use dlq::DeadLetters;
 
 /// Commits stored offsets synchronously before partitions are taken away, so the next owner
@@ -43,7 +47,27 @@ use dlq::DeadLetters;
 #[derive(Debug, Default)]
 pub struct IngestContext;
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka statistics (every `statistics.interval.ms`) feed the per-partition lag
+    /// gauge. Partitions this replica does not fetch report 0, so `max by (partition)`
+    /// across replicas is the owner's lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for topic in statistics.topics.values() {
+            for (partition, p) in &topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition < 0 {
+                    continue;
+                }
+                let lag = if p.fetch_state == "active" {
+                    p.consumer_lag.max(0)
+                } else {
+                    0
+                };
+                metrics::consumer_lag(*partition, lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -126,6 +150,9 @@ impl std::fmt::Debug for Ingestor {
     }
 }
 
+/// DLQ reason for an event the database refused as data (see [`is_permanent`]).
+pub const REASON_DB_REJECTED: &str = "db_rejected";
+
 /// The batch could not be made durable before shutdown; its offsets were not stored.
 #[derive(Debug)]
 struct Abandoned;
@@ -148,6 +175,8 @@ impl Ingestor {
             // Kafka's default 500 ms long-poll adds straight to visibility lag when a
             // partition is quiet; 100 ms keeps lag low at a negligible request cost.
             .set("fetch.wait.max.ms", "100")
+            // Feeds the consumer-lag gauge (see `IngestContext::stats`).
+            .set("statistics.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
         for (key, v) in &k.properties {
@@ -238,18 +267,22 @@ impl Ingestor {
     ) -> Result<(), Abandoned> {
         let now = Utc::now();
         let mut valid = Vec::with_capacity(batch.len());
+        let mut valid_msgs: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
         let mut invalid: Vec<(&OwnedMessage, ContractError)> = Vec::new();
         for msg in &batch {
             match decode_message(msg, now) {
-                Ok(event) => valid.push(IncomingEvent {
-                    event,
-                    received_at: now,
-                    source: Some(KafkaSource {
-                        topic: msg.topic().to_owned(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                    }),
-                }),
+                Ok(event) => {
+                    valid.push(IncomingEvent {
+                        event,
+                        received_at: now,
+                        source: Some(KafkaSource {
+                            topic: msg.topic().to_owned(),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        }),
+                    });
+                    valid_msgs.push(msg);
+                }
                 Err(e) => invalid.push((msg, e)),
             }
         }
@@ -267,19 +300,109 @@ impl Ingestor {
             metrics::dead_lettered(why.reason());
         }
 
-        let committed = self
-            .retry(shutdown, "database write", || async {
-                write_batch(&self.pool, &valid)
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
-            .await?;
-        self.health.set_db_failing(false);
-        metrics::consumer_up(true);
-        metrics::batch_committed(&committed);
-
+        self.write_isolating(&valid, &valid_msgs, shutdown).await?;
         self.store_offsets(&batch);
         Ok(())
+    }
+
+    /// Writes the valid events of a batch. Transient database errors are retried (see
+    /// [`Self::write_retrying`]); a *permanent* one ([`is_permanent`]: the data itself is
+    /// refused) would wedge the partition if retried, so the batch is bisected — each half
+    /// written in its own transaction — until the offending events stand alone; those go to
+    /// the DLQ with reason `db_rejected` and the database's message, everything else commits.
+    /// A batch with one bad event costs about `2·log2(n)` extra transactions.
+    async fn write_isolating(
+        &self,
+        valid: &[IncomingEvent],
+        msgs: &[&OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        // Index ranges of `valid` still to write; a stack, so halves are tried in order.
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        pending.push(0..valid.len());
+        while let Some(range) = pending.pop() {
+            match self.write_retrying(&valid[range.clone()], shutdown).await? {
+                Ok(committed) => metrics::batch_committed(&committed),
+                Err(e) if range.len() > 1 => {
+                    tracing::warn!(
+                        error = %e,
+                        events = range.len(),
+                        "the database refused an event of this batch; bisecting to isolate it"
+                    );
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Err(e) => {
+                    let msg = msgs[range.start];
+                    let code = match &e {
+                        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                        _ => None,
+                    };
+                    let detail = match &code {
+                        Some(code) => format!("SQLSTATE {code}: {e}"),
+                        None => e.to_string(),
+                    };
+                    tracing::warn!(
+                        reason = REASON_DB_REJECTED,
+                        error = %detail,
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "event refused by the database sent to the DLQ"
+                    );
+                    self.retry(shutdown, "DLQ send", || {
+                        self.dead_letters
+                            .send_with(msg, REASON_DB_REJECTED, None, &detail)
+                    })
+                    .await?;
+                    metrics::dead_lettered(REASON_DB_REJECTED);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One transaction for `events`, retried with capped exponential backoff while the error
+    /// is transient. `Ok(Err(_))` is a permanent (data) error; `Err(Abandoned)` means shutdown
+    /// interrupted the retries.
+    async fn write_retrying(
+        &self,
+        events: &[IncomingEvent],
+        shutdown: &CancellationToken,
+    ) -> Result<Result<CommittedBatch, sqlx::Error>, Abandoned> {
+        let mut delay = Duration::from_millis(self.settings.ingest.retry_initial_ms);
+        let max = Duration::from_millis(self.settings.ingest.retry_max_ms);
+        loop {
+            match write_batch(&self.pool, events).await {
+                Ok(committed) => {
+                    self.health.set_db_failing(false);
+                    metrics::consumer_up(true);
+                    return Ok(Ok(committed));
+                }
+                Err(e) if is_permanent(&e) => {
+                    // The database answered: it is up, the data is not acceptable.
+                    self.health.set_db_failing(false);
+                    metrics::consumer_up(true);
+                    return Ok(Err(e));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "database write failed; retrying"
+                    );
+                    self.health.set_db_failing(true);
+                    metrics::db_write_failed();
+                    metrics::consumer_up(false);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Abandoned),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    self.health.mark_polled();
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
     }
 
     /// Retries `op` with capped exponential backoff until it succeeds or shutdown is requested.
@@ -304,11 +427,6 @@ impl Ingestor {
                         retry_in_ms = delay.as_millis() as u64,
                         "{what} failed; retrying"
                     );
-                    if what == "database write" {
-                        self.health.set_db_failing(true);
-                        metrics::db_write_failed();
-                        metrics::consumer_up(false);
-                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return Err(Abandoned),
                         _ = tokio::time::sleep(delay) => {}

@@ -159,6 +159,22 @@ on conflict (saga_id) do update set
     row_updated_at = now()
 "#;
 
+/// Whether a failed [`write_batch`] can never succeed with the same events: PostgreSQL said
+/// the *data* is wrong — SQLSTATE class 22 (data exception, e.g. `22P05` untranslatable
+/// character, `22021` bad encoding) or class 23 (integrity violation, e.g. `23514` check).
+/// Retrying such a batch would wedge its partition forever, so ingest isolates the offending
+/// event instead. Everything else — lost connections, pool timeouts, `40001`/`40P01`
+/// serialisation failures and deadlocks, `57P01` admin shutdown, `53xxx` out of resources,
+/// `08xxx` connection exceptions — is transient and retried.
+pub fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
 /// Stores the events (each `eventId` once) and recomputes every saga they touch, in one
 /// transaction. Returns what to count once the commit happened (it has, when this returns
 /// `Ok`). An empty slice is a no-op.
