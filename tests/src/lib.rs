@@ -345,6 +345,22 @@ impl Tansu {
             .with_context(|| format!("spawning {}", bin.display()))
     }
 
+    /// Kills the broker process (SIGKILL: no clean shutdown) and starts a new one on the same
+    /// port with the same SQLite file, as an operator restarting a crashed broker would.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        kill_and_reap(&mut self.child);
+        let data = self._data.path().to_path_buf();
+        let log = self.log_restart();
+        self.child = Self::spawn_child(&self.bin, self.port, &data, &log)?;
+        self.wait_listening().await
+    }
+
+    fn log_restart(&mut self) -> PathBuf {
+        let next = self.log.with_extension("restarted.log");
+        self.log = next.clone();
+        next
+    }
+
     async fn wait_listening(&mut self) -> anyhow::Result<()> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
