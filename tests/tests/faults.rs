@@ -361,8 +361,45 @@ async fn kill_9_at_random_moments_during_a_load_loses_and_duplicates_nothing() -
             started.elapsed().as_secs_f64()
         ),
     );
+    // And through the REST API, as a user would see it: every saga, completed, with all of
+    // its events counted once.
+    assert_all_sagas_complete_via_rest(&tracker, ids.len() / STEPS).await?;
     tracker.stop(Duration::from_secs(30)).await?;
     rig.db.drop_db().await?;
+    Ok(())
+}
+
+/// Pages through `GET /api/v1/sagas` (keyset cursor, 500 a page) and checks that exactly
+/// `want` sagas exist, each `COMPLETED` with [`STEPS`] events.
+async fn assert_all_sagas_complete_via_rest(
+    tracker: &TrackerProcess,
+    want: usize,
+) -> anyhow::Result<()> {
+    let mut seen = 0;
+    let mut cursor: Option<String> = None;
+    // Bounded: one page more than the sagas can fill.
+    for _ in 0..=want / 500 + 1 {
+        let mut query = vec![("limit", "500")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = tracker.search(&query).await?;
+        for s in &page.items {
+            ensure!(
+                s.status == "COMPLETED" && s.event_count == STEPS as i64,
+                "saga {} is {} with {} events via REST",
+                s.saga_id,
+                s.status,
+                s.event_count
+            );
+        }
+        seen += page.items.len();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ensure!(seen == want, "REST lists {seen} sagas, expected {want}");
     Ok(())
 }
 
