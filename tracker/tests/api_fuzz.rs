@@ -5,6 +5,8 @@
 //! The router is driven in-process with `tower::ServiceExt::oneshot` (no socket), so a few
 //! thousand cases run in seconds. `API_FUZZ_CASES` overrides the case count (default 2000).
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
@@ -14,43 +16,14 @@ use saga_tracker::api::{self, AppState};
 use saga_tracker::health::ConsumerHealth;
 use saga_tracker::store::write::{write_batch, IncomingEvent};
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus, SCHEMA_VERSION};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tower::ServiceExt;
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let (scheme, rest) = base
-        .split_once("://")
-        .unwrap_or(("postgres", base.as_str()));
-    let server = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{server}/{name}")
-}
 
 const SEEDED: [&str; 3] = ["fuzz-ok", "fuzz-failed", "fuzz/with slash"];
 
 async fn seeded_db() -> (String, PgPool) {
-    let name = format!("saga_fuzz_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db_url(&name))
-        .await
-        .expect("connect");
-    saga_tracker::store::migrate(&pool)
-        .await
-        .expect("migrations apply");
+    let name = common::create_database("saga_fuzz").await;
+    let pool = common::migrated_pool(&name).await;
     let at = |ms: i64| {
         Utc.timestamp_millis_opt(1_763_700_000_000 + ms)
             .single()
@@ -331,11 +304,7 @@ fn no_query_string_or_path_makes_the_api_fail_or_leak_internals() {
     });
     rt.block_on(async {
         pool.close().await;
-        if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-            let _ = sqlx::query(&format!("drop database if exists {db} with (force)"))
-                .execute(&mut admin)
-                .await;
-        }
+        common::drop_database(&db).await;
     });
     if let Err(e) = result {
         panic!("{e}");
@@ -397,9 +366,5 @@ async fn a_nul_character_in_a_parameter_or_saga_id_is_a_400_naming_it() {
         assert_eq!(names, [field], "{uri}: {problem}");
     }
     pool.close().await;
-    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-        let _ = sqlx::query(&format!("drop database if exists {db} with (force)"))
-            .execute(&mut admin)
-            .await;
-    }
+    common::drop_database(&db).await;
 }

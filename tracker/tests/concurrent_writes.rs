@@ -5,6 +5,8 @@
 //!
 //! Real PostgreSQL, the real write path (`store::write::write_batch`), one database per test.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -13,50 +15,17 @@ use rand::{Rng, SeedableRng};
 use saga_tracker::aggregate::{self, EventRecord};
 use saga_tracker::store::write::{write_batch, IncomingEvent};
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let (scheme, rest) = base
-        .split_once("://")
-        .unwrap_or(("postgres", base.as_str()));
-    let server = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{server}/{name}")
-}
+use sqlx::PgPool;
 
 async fn fresh_db() -> (String, PgPool) {
-    let name = format!("saga_conc_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db_url(&name))
-        .await
-        .expect("connect");
-    saga_tracker::store::migrate(&pool)
-        .await
-        .expect("migrations apply");
+    let name = common::create_database("saga_conc").await;
+    let pool = common::migrated_pool(&name).await;
     (name, pool)
 }
 
 async fn drop_db(name: &str, pool: PgPool) {
     pool.close().await;
-    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-            .execute(&mut admin)
-            .await;
-    }
+    common::drop_database(name).await;
 }
 
 fn t(ms: i64) -> DateTime<Utc> {

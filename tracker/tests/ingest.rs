@@ -5,8 +5,9 @@
 //! Events come from the SDK or a raw producer; results are read back through the REST API,
 //! `/metrics`, SQL and the DLQ topic.
 
-// The mock cluster's initial-rebalance delay is only reachable through the raw C API.
-#![allow(unsafe_code)]
+mod common;
+
+use common::{admin_url, db_url, unique};
 
 use std::time::Duration;
 
@@ -28,22 +29,6 @@ use tokio_util::sync::CancellationToken;
 const TOPIC: &str = "saga.tracker";
 const DLQ: &str = "saga.tracker.dlq";
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `name` on the same server as [`admin_url`], which may be given with or without a
-/// database path (`postgres://h:5432` or `postgres://h:5432/postgres`).
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let (scheme, rest) = base
-        .split_once("://")
-        .unwrap_or(("postgres", base.as_str()));
-    let server = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{server}/{name}")
-}
-
 /// A mock Kafka cluster owned by a producer handle (which keeps it alive).
 struct Kafka {
     producer: FutureProducer,
@@ -52,26 +37,7 @@ struct Kafka {
 
 impl Kafka {
     fn start() -> Self {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("test.mock.num.brokers", "1")
-            .create()
-            .expect("mock cluster starts");
-        // SAFETY: the pointer comes from a live client and is only used while it lives.
-        unsafe {
-            let raw = rdkafka_sys::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
-            assert!(!raw.is_null(), "client has a mock cluster");
-            // Join groups at once instead of after the 3 s default delay.
-            rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
-        }
-        let bootstrap = {
-            let mock = producer
-                .client()
-                .mock_cluster()
-                .expect("mock cluster handle");
-            mock.create_topic(TOPIC, 3, 1).expect("topic");
-            mock.create_topic(DLQ, 1, 1).expect("dlq topic");
-            mock.bootstrap_servers()
-        };
+        let (producer, bootstrap) = common::mock_cluster(&[(TOPIC, 3), (DLQ, 1)]);
         Self {
             producer,
             bootstrap,
@@ -219,11 +185,7 @@ impl Tracker {
 }
 
 async fn drop_db(name: &str) {
-    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-            .execute(&mut admin)
-            .await;
-    }
+    common::drop_database(name).await;
 }
 
 fn t(ms: i64) -> DateTime<Utc> {
@@ -255,10 +217,6 @@ fn ev(saga: &str, step: &str, status: StepStatus, at_ms: i64) -> SagaEvent {
 fn with_status(mut e: SagaEvent, s: SagaStatus) -> SagaEvent {
     e.saga_status = Some(s);
     e
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

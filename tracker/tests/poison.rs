@@ -5,8 +5,9 @@
 //! In-process: the real tracker against librdkafka's mock cluster and a real PostgreSQL, one
 //! database and one cluster per test.
 
-// The mock cluster's initial-rebalance delay is only reachable through the raw C API.
-#![allow(unsafe_code)]
+mod common;
+
+use common::{admin_url, db_url, unique};
 
 #[path = "../../sdk/tests/support/poison.rs"]
 mod poison;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use figment::providers::Serialized;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use saga_tracker::app::Application;
 use saga_tracker::config::Settings;
@@ -29,24 +30,6 @@ use tokio_util::sync::CancellationToken;
 const TOPIC: &str = "saga.tracker";
 const DLQ: &str = "saga.tracker.dlq";
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let (scheme, rest) = base
-        .split_once("://")
-        .unwrap_or(("postgres", base.as_str()));
-    let server = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{server}/{name}")
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 /// A mock Kafka cluster owned by a producer handle (which keeps it alive).
 struct Kafka {
     producer: FutureProducer,
@@ -55,25 +38,7 @@ struct Kafka {
 
 impl Kafka {
     fn start() -> Self {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("test.mock.num.brokers", "1")
-            .create()
-            .expect("mock cluster starts");
-        // SAFETY: the pointer comes from a live client and is only used while it lives.
-        unsafe {
-            let raw = rdkafka_sys::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
-            assert!(!raw.is_null(), "client has a mock cluster");
-            rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
-        }
-        let bootstrap = {
-            let mock = producer
-                .client()
-                .mock_cluster()
-                .expect("mock cluster handle");
-            mock.create_topic(TOPIC, 3, 1).expect("topic");
-            mock.create_topic(DLQ, 1, 1).expect("dlq topic");
-            mock.bootstrap_servers()
-        };
+        let (producer, bootstrap) = common::mock_cluster(&[(TOPIC, 3), (DLQ, 1)]);
         Self {
             producer,
             bootstrap,

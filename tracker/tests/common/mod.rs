@@ -1,6 +1,10 @@
 //! Shared by the in-process integration tests: a throwaway database per test on the real
 //! PostgreSQL server named by `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`,
-//! trust auth), so tests run in parallel without seeing each other's rows.
+//! trust auth), so tests run in parallel without seeing each other's rows; and librdkafka's
+//! mock cluster.
+//!
+//! Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use std::str::FromStr;
 
@@ -60,4 +64,91 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// `postgres://…` URL of the admin database on the test server (`TEST_DATABASE_URL`, with or
+/// without a database path).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// URL of database `name` on the same server as [`admin_url`].
+pub fn db_url(name: &str) -> String {
+    let base = admin_url();
+    let (scheme, rest) = base
+        .split_once("://")
+        .unwrap_or(("postgres", base.as_str()));
+    let server = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{server}/{name}")
+}
+
+/// `prefix-<uuid>`: names (groups, sagas) that never collide between tests.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates an empty database `<prefix>_<uuid>` and returns its name.
+pub async fn create_database(prefix: &str) -> String {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("postgres reachable");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    name
+}
+
+/// Drops database `name` (best effort; it may hold open connections).
+pub async fn drop_database(name: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+/// A small pool on database `name`, migrated.
+pub async fn migrated_pool(name: &str) -> sqlx::PgPool {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db_url(name))
+        .await
+        .expect("connect");
+    saga_tracker::store::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    pool
+}
+
+/// Starts librdkafka's mock Kafka cluster (a real Kafka-protocol broker inside the test
+/// process) with `topics` created, and returns the producer that owns it (the cluster lives
+/// as long as this handle) and its bootstrap address. Group joins happen at once instead of
+/// after the broker's default 3 s initial-rebalance delay.
+#[allow(unsafe_code)] // the delay is only reachable through the raw C API
+pub fn mock_cluster(topics: &[(&str, i32)]) -> (rdkafka::producer::FutureProducer, String) {
+    use rdkafka::producer::Producer;
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .expect("mock cluster starts");
+    // SAFETY: the pointer comes from a live client and is only used while it lives.
+    unsafe {
+        let raw = rdkafka_sys::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
+        assert!(!raw.is_null(), "client has a mock cluster");
+        rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
+    }
+    let bootstrap = {
+        let mock = producer
+            .client()
+            .mock_cluster()
+            .expect("mock cluster handle");
+        for (name, partitions) in topics {
+            mock.create_topic(name, *partitions, 1).expect("topic");
+        }
+        mock.bootstrap_servers()
+    };
+    (producer, bootstrap)
 }
