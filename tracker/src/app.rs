@@ -56,6 +56,7 @@ impl Application {
                 consumer_enabled: true,
                 metrics,
                 stuck: StuckPolicy::from(&settings.stuck),
+                stats_timeout: std::time::Duration::from_millis(settings.http.stats_timeout_ms),
             },
             ingestor,
             stuck: settings.stuck.clone(),

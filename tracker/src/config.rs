@@ -66,6 +66,8 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// Longest a statistics query may run before the API answers 503.
+    pub stats_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +200,9 @@ impl Settings {
             || self.ingest.retry_max_ms < self.ingest.retry_initial_ms
         {
             bail!("invalid configuration: `ingest.retry_initial_ms` must be > 0 and <= `ingest.retry_max_ms`");
+        }
+        if !(1..=3_600_000).contains(&self.http.stats_timeout_ms) {
+            bail!("invalid configuration: `http.stats_timeout_ms` must be between 1 and 3600000");
         }
         let day = 86_400;
         let year = 365 * day;

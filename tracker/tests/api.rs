@@ -68,6 +68,7 @@ async fn serve(pool: PgPool, consumer_enabled: bool, db: Option<TestDb>) -> Test
         consumer_enabled,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
+        stats_timeout: std::time::Duration::from_secs(10),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -1053,6 +1054,7 @@ async fn serve_returns_once_the_shutdown_token_is_cancelled() {
         consumer_enabled: false,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
+        stats_timeout: std::time::Duration::from_secs(10),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");

@@ -239,6 +239,7 @@ fn no_query_string_or_path_makes_the_api_fail_or_leak_internals() {
         consumer_enabled: false,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
+        stats_timeout: std::time::Duration::from_secs(10),
     };
     let app = api::router(state);
     let cases = std::env::var("API_FUZZ_CASES")
@@ -338,6 +339,7 @@ async fn a_nul_character_in_a_parameter_or_saga_id_is_a_400_naming_it() {
         consumer_enabled: false,
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
+        stats_timeout: std::time::Duration::from_secs(10),
     });
     for (uri, field) in [
         ("/api/v1/sagas?businessKey=%00", "businessKey"),

@@ -76,6 +76,7 @@ async fn spawn_app() -> TestApp {
         consumer_enabled: false,
         metrics: metrics::install().expect("metrics recorder"),
         stuck: policy(),
+        stats_timeout: std::time::Duration::from_secs(10),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -961,10 +962,14 @@ async fn stats_latency_at_scale() {
         ),
     ] {
         let mut times = Vec::new();
-        insight::stats(&app.pool, &filter).await.expect("warm-up");
+        insight::stats(&app.pool, &filter, std::time::Duration::from_secs(600))
+            .await
+            .expect("warm-up");
         for _ in 0..runs {
             let t0 = Instant::now();
-            let s = insight::stats(&app.pool, &filter).await.expect("stats");
+            let s = insight::stats(&app.pool, &filter, std::time::Duration::from_secs(600))
+                .await
+                .expect("stats");
             times.push(t0.elapsed());
             assert!(s.overall.total > 0);
         }

@@ -89,7 +89,9 @@ impl ApiError {
             Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
             Self::SagaNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Database(e) if database_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(e) if database_unreachable(e) || query_timed_out(e) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +125,14 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 format!("{method} is not supported on this resource"),
+                None,
+            ),
+            Self::Database(e) if query_timed_out(e) => (
+                "query-timeout",
+                "Query timed out",
+                "the query took longer than its time limit; narrow the filters (a time window \
+                 or a sagaType) or retry later"
+                    .to_owned(),
                 None,
             ),
             Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => (
@@ -162,6 +172,12 @@ fn database_unreachable(e: &sqlx::Error) -> bool {
             .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")),
         _ => false,
     }
+}
+
+/// The statement hit its `statement_timeout` (SQLSTATE 57014, query canceled): the
+/// database is fine but busy or the question too big, so the client may retry or narrow it.
+fn query_timed_out(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 impl IntoResponse for ApiError {

@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The `[stuck]` rules the search filter and the detail view apply.
     pub stuck: StuckPolicy,
+    /// `http.stats_timeout_ms`: the statement timeout of `/api/v1/stats`.
+    pub stats_timeout: std::time::Duration,
 }
 
 /// Every route, with problem+json fallbacks for unknown paths and wrong methods, request

@@ -191,7 +191,7 @@ pub async fn stats(
     RawQuery(query): RawQuery,
 ) -> Result<Json<StatsReport>, ApiError> {
     let (filter, top) = parse_stats(query.as_deref().unwrap_or(""))?;
-    let stats = insight::stats(&state.pool, &filter).await?;
+    let stats = insight::stats(&state.pool, &filter, state.stats_timeout).await?;
     let steps: Vec<StepReport> = stats.steps.iter().map(step_report).collect();
     let top_failing_steps = steps
         .iter()

@@ -1,15 +1,24 @@
 //! Aggregate queries: statistics, counts per saga type, and the numbers behind the
 //! active/stuck gauges.
 //!
-//! Everything is computed by PostgreSQL (`count … filter`, `percentile_cont`, `group by`) and
-//! comes back as a few small rows, whatever the number of sagas: no saga or event row is
-//! ever loaded into the tracker for these. Each function reads one snapshot, so its numbers
-//! agree with one another.
+//! Statistics are sums of the rollups the ingest transaction keeps ([`rollup`]): their cost
+//! grows with hours × saga types × steps × duration buckets, not with the number of sagas.
+//! The partial hours at the ends of a time filter are computed from the stored sagas with
+//! the same contribution SQL, so a filter is exact to the microsecond. The gauges read the
+//! small partial indexes over running and failed sagas. Everything is summed by PostgreSQL
+//! and comes back as a few small rows: no saga or event row is loaded into the tracker for
+//! these. Each function reads one snapshot, so its numbers agree with one another.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use super::read::{push_filter, push_stuck_reason, SagaFilter, StuckAt};
+use super::read::{push_stuck_reason, StuckAt};
+use super::rollup::{
+    self, estimate_percentiles, Bucket, COUNTS as COUNT_COLUMNS, SAGA_COLUMNS, STEP_DURATION_MS,
+};
 use crate::stuck::{StuckPolicy, StuckReason};
 
 /// Percentiles reported for every duration: p50, p95, p99.
@@ -17,7 +26,7 @@ pub const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
 /// Most `(saga_type, step)` rows a statistics answer carries; the ones with the most
 /// failures, then the most sagas, are kept.
-pub const MAX_STEP_ROWS: i64 = 500;
+pub const MAX_STEP_ROWS: usize = 500;
 
 /// What the statistics are computed over. Empty = every saga.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,20 +40,9 @@ pub struct StatsFilter {
     pub service: Option<String>,
 }
 
-impl StatsFilter {
-    fn as_saga_filter(&self) -> SagaFilter {
-        SagaFilter {
-            saga_type: self.saga_type.clone(),
-            started_after: self.started_after,
-            started_before: self.started_before,
-            service: self.service.clone(),
-            ..SagaFilter::default()
-        }
-    }
-}
-
 /// Counts and durations of one saga type, or of all types together (`saga_type = None`).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// Durations are estimated from the rollups' histograms ([`estimate_percentiles`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TypeStats {
     /// `None` on the all-types row.
     pub saga_type: Option<String>,
@@ -65,18 +63,41 @@ pub struct TypeStats {
     pub compensation_duration_ms: Option<Vec<f64>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct TypeStatsRow {
-    all_types: bool,
-    #[sqlx(flatten)]
-    stats: TypeStats,
+impl TypeStats {
+    fn empty(saga_type: Option<String>) -> Self {
+        Self {
+            saga_type,
+            total: 0,
+            started: 0,
+            in_progress: 0,
+            completed: 0,
+            failed: 0,
+            compensating: 0,
+            compensated: 0,
+            duration_ms: None,
+            compensation_started: 0,
+            compensation_failed: 0,
+            compensation_duration_ms: None,
+        }
+    }
+
+    fn add_counts(&mut self, other: &TypeStats) {
+        self.total += other.total;
+        self.started += other.started;
+        self.in_progress += other.in_progress;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.compensating += other.compensating;
+        self.compensated += other.compensated;
+        self.compensation_started += other.compensation_started;
+        self.compensation_failed += other.compensation_failed;
+    }
 }
 
 /// One step of one saga type.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepStats {
-    /// The `sagaType` the step's events carry (the same as the saga's, unless an emitter
-    /// changed a saga's type midway).
+    /// The type of the sagas the step ran in.
     pub saga_type: String,
     pub step: String,
     /// Sagas in which the step reported anything.
@@ -99,136 +120,377 @@ pub struct Stats {
     pub steps: Vec<StepStats>,
 }
 
-// `grouping()` marks the all-types row; its `saga_type` cannot be trusted to be null, because
-// PostgreSQL folds `where saga_type = $1` into the grouped column.
-const TYPE_STATS: &str = "select grouping(s.saga_type) = 1 as all_types, s.saga_type, \
-    count(*) as total, \
-    count(*) filter (where s.status = 'STARTED') as started, \
-    count(*) filter (where s.status = 'IN_PROGRESS') as in_progress, \
-    count(*) filter (where s.status = 'COMPLETED') as completed, \
-    count(*) filter (where s.status = 'FAILED') as failed, \
-    count(*) filter (where s.status = 'COMPENSATING') as compensating, \
-    count(*) filter (where s.status = 'COMPENSATED') as compensated, \
-    percentile_cont(array[0.5, 0.95, 0.99]) within group (order by s.duration_ms) \
-        filter (where s.duration_ms is not null) as duration_ms, \
-    count(*) filter (where s.compensation_started_at is not null) as compensation_started, \
-    count(*) filter (where s.compensation_started_at is not null and s.status = 'FAILED') \
-        as compensation_failed, \
-    percentile_cont(array[0.5, 0.95, 0.99]) within group (order by s.compensation_duration_ms) \
-        filter (where s.compensation_duration_ms is not null) as compensation_duration_ms \
-    from sagas s where true";
+/// How a statistics query is answered: whole hours from the rollups, the partial hours at
+/// either end of a time filter from the sagas themselves (with the same contribution SQL).
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    /// `[from, to)` on the rollups' `hour`; `None` when the window lies inside one hour.
+    rollup: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    /// `[from, to)` ranges of `started_at` computed from the stored sagas.
+    edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
 
-/// Statistics over the sagas matching `filter`, computed in the database from one snapshot.
-pub async fn stats(pool: &PgPool, filter: &StatsFilter) -> Result<Stats, sqlx::Error> {
-    let filter = filter.as_saga_filter();
-    // The stuck rules are not part of a statistics filter; the clock is never read.
-    let policy = StuckPolicy::default();
-    let at = StuckAt {
-        policy: &policy,
-        now: Utc::now(),
-    };
+fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
 
+fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_hour(t);
+    if floor == t {
+        t
+    } else {
+        floor + TimeDelta::hours(1)
+    }
+}
+
+impl Plan {
+    fn new(after: Option<DateTime<Utc>>, before: Option<DateTime<Utc>>) -> Self {
+        let from = after.map(ceil_hour);
+        let to = before.map(floor_hour);
+        if let (Some(a), Some(b), Some(from), Some(to)) = (after, before, from, to) {
+            if from >= to {
+                return Self {
+                    rollup: None,
+                    edges: if a < b { vec![(a, b)] } else { Vec::new() },
+                };
+            }
+        }
+        let mut edges = Vec::new();
+        if let (Some(a), Some(from)) = (after, from) {
+            if a < from {
+                edges.push((a, from));
+            }
+        }
+        if let (Some(b), Some(to)) = (before, to) {
+            if to < b {
+                edges.push((to, b));
+            }
+        }
+        Self {
+            rollup: Some((from, to)),
+            edges,
+        }
+    }
+}
+
+/// One row of the summed counts: a saga type's (`step = ''`) or a step's.
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    saga_type: String,
+    step: String,
+    total: i64,
+    started: i64,
+    in_progress: i64,
+    completed: i64,
+    failed: i64,
+    compensating: i64,
+    compensated: i64,
+    compensation_started: i64,
+    compensation_failed: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DurationRow {
+    saga_type: String,
+    step: String,
+    kind: String,
+    bucket: i16,
+    count: i64,
+    sum_ms: f64,
+}
+
+/// Pushes `with edge_s …, edge_steps …` (the sagas of the partial hours, with the filter),
+/// when the plan has edges.
+fn push_edge_ctes(qb: &mut QueryBuilder<'_, Postgres>, plan: &Plan, filter: &StatsFilter) {
+    if plan.edges.is_empty() {
+        return;
+    }
+    qb.push(format!(
+        "with edge_s as materialized (select {SAGA_COLUMNS} from sagas s where ("
+    ));
+    for (i, (from, to)) in plan.edges.iter().enumerate() {
+        if i > 0 {
+            qb.push(" or ");
+        }
+        qb.push("(s.started_at >= ")
+            .push_bind(*from)
+            .push(" and s.started_at < ")
+            .push_bind(*to)
+            .push(")");
+    }
+    qb.push(")");
+    if let Some(t) = &filter.saga_type {
+        qb.push(" and s.saga_type = ").push_bind(t.clone());
+    }
+    if let Some(svc) = &filter.service {
+        qb.push(" and s.services @> array[")
+            .push_bind(svc.clone())
+            .push("]::text[]");
+    }
+    qb.push(format!(
+        "), edge_steps as materialized (select e.saga_id, e.step, \
+           bool_or(e.step_status = 'FAILED') as failed, {STEP_DURATION_MS} as duration_ms \
+         from saga_events e where e.saga_id in (select saga_id from edge_s) \
+         group by e.saga_id, e.step) "
+    ));
+}
+
+/// Pushes `select {columns} from {table} where service = … and hour … and saga_type = …`.
+fn push_rollup_select(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    columns: &str,
+    table: &str,
+    range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    filter: &StatsFilter,
+) {
+    qb.push(format!("select {columns} from {table} where service = "))
+        .push_bind(filter.service.clone().unwrap_or_default());
+    if let Some(from) = range.0 {
+        qb.push(" and hour >= ").push_bind(from);
+    }
+    if let Some(to) = range.1 {
+        qb.push(" and hour < ").push_bind(to);
+    }
+    if let Some(t) = &filter.saga_type {
+        qb.push(" and saga_type = ").push_bind(t.clone());
+    }
+}
+
+/// `select {columns} from ({rows}) c where c.service = …` over the edge contributions.
+fn push_edge_select(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    columns: &str,
+    rows: &str,
+    filter: &StatsFilter,
+) {
+    qb.push(format!(
+        "select {columns} from ({rows}) c where c.service = "
+    ))
+    .push_bind(filter.service.clone().unwrap_or_default());
+}
+
+/// Builds `select {group}, {aggregates} from (<rollup rows> union all <edge rows>) x group
+/// by {group}`.
+fn summed_query<'a>(
+    plan: &Plan,
+    filter: &StatsFilter,
+    table: &str,
+    columns: &str,
+    edge_rows: &str,
+    edge_columns: &str,
+    group: &str,
+    aggregates: &str,
+) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::new("");
+    push_edge_ctes(&mut qb, plan, filter);
+    qb.push(format!("select {group}, {aggregates} from ("));
+    let mut first = true;
+    if let Some(range) = plan.rollup {
+        push_rollup_select(&mut qb, columns, table, range, filter);
+        first = false;
+    }
+    if !plan.edges.is_empty() {
+        if !first {
+            qb.push(" union all ");
+        }
+        push_edge_select(&mut qb, edge_columns, edge_rows, filter);
+        first = false;
+    }
+    if first {
+        // Empty time window: no hour and no edge.
+        qb.push(format!("select {columns} from {table} where false"));
+    }
+    qb.push(format!(") x group by {group}"));
+    qb
+}
+
+/// Statistics over the sagas matching `filter`, summed by the database from the rollups
+/// (whole hours) and from the stored sagas (partial hours at the ends of a time filter),
+/// in one snapshot. Fails with SQLSTATE `57014` when it takes longer than `timeout`.
+pub async fn stats(
+    pool: &PgPool,
+    filter: &StatsFilter,
+    timeout: Duration,
+) -> Result<Stats, sqlx::Error> {
+    let plan = Plan::new(filter.started_after, filter.started_before);
     let mut tx = pool.begin().await?;
     sqlx::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
-    // The percentile sorts and the per-(saga, step) hash aggregate spill to disk at the 4 MB
-    // default; this transaction may use more.
-    sqlx::query("set local work_mem = '64MB'")
-        .execute(&mut *tx)
-        .await?;
-    // A filtered request should fetch the matching sagas' events through
-    // `saga_events_saga_id_idx`; with the spinning-disk default (4) the planner prefers a
-    // full scan of `saga_events` well past the point where it is slower (measured: 1-day
-    // window at 1M sagas, 0.9 s → 0.34 s).
-    sqlx::query("set local random_page_cost = 1.1")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "set local statement_timeout = {}",
+        timeout.as_millis().max(1)
+    ))
+    .execute(&mut *tx)
+    .await?;
 
-    let mut qb = QueryBuilder::<Postgres>::new(TYPE_STATS);
-    push_filter(&mut qb, &filter, at);
-    // The empty grouping set is the all-types row (saga_type null).
-    qb.push(" group by grouping sets ((s.saga_type), ()) order by all_types desc, s.saga_type");
-    let rows: Vec<(bool, TypeStats)> = qb
-        .build_query_as::<TypeStatsRow>()
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| (r.all_types, r.stats))
-        .collect();
-
-    // Per step: one row per (saga, step) from the saga's events (hash aggregate), then
-    // percentiles per (type, step). Unfiltered, this reads `saga_events` once without a
-    // join; filtered, only the matching sagas' events (semi-join on the saga_id index).
-    let mut qb = QueryBuilder::<Postgres>::new(
-        "with per_saga as ( \
-           select e.saga_type, e.step, \
-             greatest(0, date_part('epoch', \
-               min(e.occurred_at) filter (where e.step_status in ('SUCCEEDED', 'FAILED')) \
-               - coalesce(min(e.occurred_at) filter (where e.step_status = 'STARTED'), \
-                          min(e.occurred_at))) * 1000) as duration_ms, \
-             bool_or(e.step_status = 'FAILED') as failed \
-           from saga_events e",
-    );
-    if filter != SagaFilter::default() {
-        qb.push(" where e.saga_id in (select s.saga_id from sagas s where true");
-        push_filter(&mut qb, &filter, at);
-        qb.push(")");
-    }
-    qb.push(
-        " group by e.saga_id, e.step, e.saga_type) \
-         select saga_type, step, count(*) as sagas, count(*) filter (where failed) as failures, \
-           percentile_cont(array[0.5, 0.95, 0.99]) within group (order by duration_ms) \
-               as duration_ms \
-         from per_saga group by saga_type, step \
-         order by failures desc, sagas desc, saga_type, step limit ",
+    let counts = COUNT_COLUMNS.join(", ");
+    let sums = COUNT_COLUMNS
+        .map(|c| format!("sum({c})::bigint as {c}"))
+        .join(", ");
+    let rows: Vec<CountRow> = summed_query(
+        &plan,
+        filter,
+        "stats_hourly",
+        &format!("saga_type, step, {counts}"),
+        &rollup::count_rows("edge"),
+        &format!(
+            "c.saga_type, c.step, {}",
+            COUNT_COLUMNS.map(|c| format!("c.{c}")).join(", ")
+        ),
+        "saga_type, step",
+        &sums,
     )
-    .push_bind(MAX_STEP_ROWS);
-    let steps: Vec<StepStats> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    .build_query_as()
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let durations: Vec<DurationRow> = summed_query(
+        &plan,
+        filter,
+        "stats_hourly_durations",
+        "saga_type, step, kind::text as kind, bucket, count, sum_ms",
+        &rollup::duration_rows("edge"),
+        "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, c.ms as sum_ms",
+        "saga_type, step, kind, bucket",
+        "sum(count)::bigint as count, sum(sum_ms)::float8 as sum_ms",
+    )
+    .build_query_as()
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
 
-    let mut overall = None;
-    let mut by_type = Vec::with_capacity(rows.len());
-    for (all_types, stats) in rows {
-        if all_types {
-            overall = Some(TypeStats {
-                saga_type: None,
-                ..stats
-            });
+    Ok(assemble(rows, durations))
+}
+
+/// Histograms keyed by (saga type, step, kind), buckets in index order.
+type Histograms = BTreeMap<(String, String, String), BTreeMap<i16, (i64, f64)>>;
+
+fn percentiles_of(hist: Option<&BTreeMap<i16, (i64, f64)>>) -> Option<Vec<f64>> {
+    let buckets: Vec<Bucket> = hist?
+        .iter()
+        .map(|(&index, &(count, sum_ms))| Bucket {
+            index,
+            count,
+            sum_ms,
+        })
+        .collect();
+    estimate_percentiles(&buckets, &PERCENTILES)
+}
+
+fn assemble(rows: Vec<CountRow>, durations: Vec<DurationRow>) -> Stats {
+    let mut hist: Histograms = BTreeMap::new();
+    // The all-types histograms, keyed by kind.
+    let mut overall_hist: BTreeMap<String, BTreeMap<i16, (i64, f64)>> = BTreeMap::new();
+    for d in durations {
+        if d.count <= 0 {
+            continue;
+        }
+        if d.step.is_empty() {
+            let b = overall_hist
+                .entry(d.kind.clone())
+                .or_default()
+                .entry(d.bucket)
+                .or_default();
+            b.0 += d.count;
+            b.1 += d.sum_ms;
+        }
+        let b = hist
+            .entry((d.saga_type, d.step, d.kind))
+            .or_default()
+            .entry(d.bucket)
+            .or_default();
+        b.0 += d.count;
+        b.1 += d.sum_ms;
+    }
+    let type_durations = |saga_type: &str, kind: &str| {
+        percentiles_of(hist.get(&(saga_type.to_owned(), String::new(), kind.to_owned())))
+    };
+
+    let mut overall = TypeStats::empty(None);
+    let mut by_type = Vec::new();
+    let mut steps = Vec::new();
+    for r in rows {
+        if r.total <= 0 {
+            continue;
+        }
+        if r.step.is_empty() {
+            let t = TypeStats {
+                duration_ms: type_durations(&r.saga_type, "s"),
+                compensation_duration_ms: type_durations(&r.saga_type, "c"),
+                saga_type: Some(r.saga_type),
+                total: r.total,
+                started: r.started,
+                in_progress: r.in_progress,
+                completed: r.completed,
+                failed: r.failed,
+                compensating: r.compensating,
+                compensated: r.compensated,
+                compensation_started: r.compensation_started,
+                compensation_failed: r.compensation_failed,
+            };
+            overall.add_counts(&t);
+            by_type.push(t);
         } else {
-            by_type.push(stats);
+            steps.push(StepStats {
+                duration_ms: percentiles_of(hist.get(&(
+                    r.saga_type.clone(),
+                    r.step.clone(),
+                    "t".to_owned(),
+                ))),
+                saga_type: r.saga_type,
+                step: r.step,
+                sagas: r.total,
+                failures: r.failed,
+            });
         }
     }
-    // No matching saga: grouping sets give no row at all for an empty input.
-    let overall = overall.unwrap_or(TypeStats {
-        saga_type: None,
-        total: 0,
-        started: 0,
-        in_progress: 0,
-        completed: 0,
-        failed: 0,
-        compensating: 0,
-        compensated: 0,
-        duration_ms: None,
-        compensation_started: 0,
-        compensation_failed: 0,
-        compensation_duration_ms: None,
+    overall.duration_ms = percentiles_of(overall_hist.get("s"));
+    overall.compensation_duration_ms = percentiles_of(overall_hist.get("c"));
+    by_type.sort_by(|a, b| a.saga_type.cmp(&b.saga_type));
+    steps.sort_by(|a, b| {
+        b.failures
+            .cmp(&a.failures)
+            .then(b.sagas.cmp(&a.sagas))
+            .then_with(|| a.saga_type.cmp(&b.saga_type))
+            .then_with(|| a.step.cmp(&b.step))
     });
-    Ok(Stats {
+    steps.truncate(MAX_STEP_ROWS);
+    Stats {
         overall,
         by_type,
         steps,
-    })
+    }
 }
 
-/// `(saga_type, status, count)` for every type and status present, ordered by type.
+/// `(saga_type, status, count)` for every type and status present, ordered by type: the
+/// all-services saga rows of the rollups, summed over every hour.
 pub async fn counts_by_type(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select saga_type, status, count(*) from sagas group by saga_type, status \
-         order by saga_type, status",
-    )
+    let rows: Vec<CountRow> = sqlx::query_as(&format!(
+        "select saga_type, step, {} from stats_hourly where service = '' and step = '' \
+         group by saga_type, step order by saga_type",
+        COUNT_COLUMNS
+            .map(|c| format!("sum({c})::bigint as {c}"))
+            .join(", ")
+    ))
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        for (status, n) in [
+            ("COMPENSATED", r.compensated),
+            ("COMPENSATING", r.compensating),
+            ("COMPLETED", r.completed),
+            ("FAILED", r.failed),
+            ("IN_PROGRESS", r.in_progress),
+            ("STARTED", r.started),
+        ] {
+            if n > 0 {
+                out.push((r.saga_type.clone(), status.to_owned(), n));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the active and stuck gauges show, straight from the database.

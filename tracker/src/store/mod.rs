@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool, migrations, the batched ingest transaction ([`write`]),
 //! the queries behind the API ([`read`], and [`insight`] for statistics and gauges) and the
-//! removal of old sagas ([`retention`]).
+//! removal of old sagas ([`retention`]), and the statistics rollups both keep exact
+//! ([`rollup`]).
 //!
 //! Only this module speaks SQL. It does not know about Kafka: the ingest loop hands it
 //! decoded events and gets back what to count.
@@ -8,6 +9,7 @@
 pub mod insight;
 pub mod read;
 pub mod retention;
+pub mod rollup;
 pub mod rows;
 pub mod write;
 
@@ -37,12 +39,28 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options.application_name("saga-tracker")))
 }
 
-/// Applies pending migrations (idempotent).
+/// Applies pending migrations, then rebuilds the statistics rollups if they were built by
+/// other contribution rules than this binary's (or never: the first migrate of a database
+/// that already holds sagas backfills them). Idempotent.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR
         .run(pool)
         .await
-        .context("applying database migrations")
+        .context("applying database migrations")?;
+    let started = std::time::Instant::now();
+    if let Some(rebuilt) = rollup::ensure_current(pool)
+        .await
+        .context("building the statistics rollups")?
+    {
+        tracing::info!(
+            count_rows = rebuilt.count_rows,
+            duration_rows = rebuilt.duration_rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            version = rollup::ROLLUP_VERSION,
+            "statistics rollups rebuilt from the stored sagas"
+        );
+    }
+    Ok(())
 }
 
 /// `select 1` with a deadline, for `/readyz`.

@@ -2,9 +2,13 @@
 //!
 //! A pass deletes in bounded batches, each its own short transaction: pick at most
 //! `batch_size` finished sagas whose `ended_at` is before the cutoff, oldest first, with
-//! `for update skip locked`, then delete their events and rows in the same statement. A saga
-//! row that the ingest transaction holds (it is being updated right now) is skipped, not
-//! waited for, so retention never blocks ingestion; it is picked up by a later pass.
+//! `for update skip locked`, then delete their events and rows, and subtract them from the
+//! statistics rollups, in the same statement. A saga the ingest transaction holds (it is
+//! being updated right now) is skipped, not waited for, so retention never blocks
+//! ingestion; it is picked up by a later pass. Skipping also covers the moment before the
+//! ingest transaction touches the row: it takes the saga's advisory lock first, and
+//! retention only takes sagas whose advisory lock is free, so the two never both compute a
+//! rollup change for one saga.
 //!
 //! A late event for a saga removed here is stored as usual and recreates a (short) saga
 //! from the events that remain — the same "pure function of the stored events" rule as
@@ -12,6 +16,8 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+
+use super::rollup;
 
 /// What one pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,28 +28,34 @@ pub struct Removed {
     pub events: u64,
 }
 
-const DELETE_BATCH: &str = "\
-with doomed as (
+/// The sagas one batch removes: finished before the cutoff, oldest first, and neither being
+/// written by an ingest transaction right now (its row lock, or its per-saga advisory lock
+/// taken before the row is touched) — skipped, never waited for.
+const DOOMED: &str = "doomed as materialized (
     select saga_id from sagas
     where status in ('COMPLETED', 'COMPENSATED', 'FAILED') and ended_at < $1
+      and pg_try_advisory_xact_lock(hashtextextended(saga_id, 7461))
     order by ended_at
     limit $2
-    for update skip locked
-), events as (
-    delete from saga_events e using doomed d where e.saga_id = d.saga_id returning 1
-), gone as (
-    delete from sagas s using doomed d where s.saga_id = d.saga_id returning 1
-)
-select (select count(*) from gone), (select count(*) from events)";
+    for update skip locked)";
 
 /// Deletes one batch of at most `batch_size` finished sagas that ended before `cutoff`,
-/// with their events, in one transaction.
+/// with their events, and subtracts them from the statistics rollups, in one statement
+/// (every part sees the rows as they were before the deletes).
 pub async fn delete_batch(
     pool: &PgPool,
     cutoff: DateTime<Utc>,
     batch_size: i64,
 ) -> Result<Removed, sqlx::Error> {
-    let (sagas, events): (i64, i64) = sqlx::query_as(DELETE_BATCH)
+    let sql = format!(
+        "with {DOOMED}, {rollups}, \
+         events as (delete from saga_events e using doomed d where e.saga_id = d.saga_id \
+                    returning 1), \
+         gone as (delete from sagas s using doomed d where s.saga_id = d.saga_id returning 1) \
+         select (select count(*) from gone), (select count(*) from events)",
+        rollups = rollup::subtract_doomed(),
+    );
+    let (sagas, events): (i64, i64) = sqlx::query_as(&sql)
         .bind(cutoff)
         .bind(batch_size)
         .fetch_one(pool)
@@ -70,6 +82,9 @@ pub async fn run_pass(
         total.sagas += batch.sagas;
         total.events += batch.events;
         if (batch.sagas as i64) < batch_size {
+            if total.sagas > 0 {
+                rollup::prune_zero_rows(pool).await?;
+            }
             return Ok(total);
         }
         // Let ingestion and queries have the connection and the disk between batches.

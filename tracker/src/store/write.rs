@@ -9,7 +9,9 @@
 //! 2. insert the events, `on conflict (event_id) do nothing` — a redelivered event is stored
 //!    once and reported as a duplicate;
 //! 3. read the touched sagas' previous status (for the counters) and *all* their events;
-//! 4. fold each saga with the pure [`aggregate::fold`] and upsert the rows.
+//! 4. fold each saga with the pure [`aggregate::fold`] and upsert the rows;
+//! 5. apply the net change of the touched sagas' contributions to the statistics rollups
+//!    ([`rollup::apply_ingest`]), so `/api/v1/stats` is exact the moment the batch commits.
 //!
 //! Recomputing from every stored event, rather than patching the old row, is what makes the
 //! saga row a pure function of the set of its events however they arrive.
@@ -22,6 +24,7 @@ use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use super::rollup;
 use super::rows::{EventRow, EVENT_COLUMNS};
 use crate::aggregate::{self, EventRecord, SagaState};
 use crate::metrics::{CommittedBatch, Transition};
@@ -215,14 +218,15 @@ pub async fn write_batch(
         .fetch_all(&mut *tx)
         .await?;
 
-    let previous: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-        "select saga_id, status from sagas where saga_id = any($1)",
-    )
-    .bind(&saga_ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    // The rows as they were before this batch: their status feeds the transition counters,
+    // and their statistics contribution is subtracted from the rollups below.
+    let previous_rows = rollup::previous_rows(&mut tx, &saga_ids).await?;
+    let previous: HashMap<&str, &str> = previous_rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| Some((row["saga_id"].as_str()?, row["status"].as_str()?)))
+        .collect();
 
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "select {EVENT_COLUMNS} from saga_events where saga_id = any($1)"
@@ -244,7 +248,7 @@ pub async fn write_batch(
         let Some(state) = aggregate::fold(records) else {
             continue;
         };
-        let before = previous.get(*saga_id).and_then(|s| SagaStatus::parse(s));
+        let before = previous.get(saga_id).and_then(|s| SagaStatus::parse(s));
         if before != Some(state.status) {
             transitions.push(Transition {
                 saga_type: state.saga_type.clone(),
@@ -261,6 +265,9 @@ pub async fn write_batch(
         .bind(&sagas)
         .execute(&mut *tx)
         .await?;
+
+    let inserted_ids: Vec<String> = inserted.iter().map(|(id, _)| id.clone()).collect();
+    rollup::apply_ingest(&mut tx, &saga_ids, &previous_rows, &inserted_ids).await?;
 
     tx.commit().await?;
 

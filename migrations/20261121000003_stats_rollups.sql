@@ -1,0 +1,56 @@
+-- Statistics rollups: what `GET /api/v1/stats` reads instead of scanning every saga and event.
+--
+-- Each saga contributes to the rows of the hour it started in (UTC), of its type, once for
+-- "every service" (service = '') and once per service that emitted one of its events. The
+-- ingest transaction keeps the rows exact by adding the new contribution of every saga it
+-- touches and subtracting the old one; retention subtracts what it removes. The SQL that
+-- computes a contribution lives in `tracker/src/store/rollup.rs`, the only place that
+-- defines these numbers.
+--
+-- The tables start empty: `saga-tracker migrate` (store::migrate) fills them from the
+-- stored sagas whenever `stats_rollup_version` does not hold the version the binary
+-- computes, so an existing database is backfilled once, and a future change of the
+-- contribution rules is applied by bumping that version.
+
+-- Counts. step = '' is the saga row: total = sagas, then one count per status and the two
+-- compensation counts. step <> '' is a step row: total = sagas in which the step reported
+-- anything, failed = those in which it reported FAILED; the other counts are 0.
+create table stats_hourly (
+    service              text        not null,
+    hour                 timestamptz not null,
+    saga_type            text        not null,
+    step                 text        not null,
+    total                bigint      not null,
+    started              bigint      not null,
+    in_progress          bigint      not null,
+    completed            bigint      not null,
+    failed               bigint      not null,
+    compensating         bigint      not null,
+    compensated          bigint      not null,
+    compensation_started bigint      not null,
+    compensation_failed  bigint      not null,
+    primary key (service, hour, saga_type, step)
+);
+
+-- Duration histograms on a log scale, 8 buckets per doubling (bucket 0: under 1 ms). kind:
+-- 's' saga duration and 'c' time to compensate (both on step = ''), 't' step duration.
+-- sum_ms is exact (numeric), so a bucket's mean is exact and a percentile that falls in a
+-- bucket holding one distinct value is exact too.
+create table stats_hourly_durations (
+    service   text        not null,
+    hour      timestamptz not null,
+    saga_type text        not null,
+    step      text        not null,
+    kind      "char"      not null,
+    bucket    smallint    not null,
+    count     bigint      not null,
+    sum_ms    numeric     not null,
+    primary key (service, hour, saga_type, step, kind, bucket)
+);
+
+-- Which version of the contribution rules the rollups were built with; one row at most.
+create table stats_rollup_version (
+    singleton boolean primary key default true check (singleton),
+    version   integer not null,
+    built_at  timestamptz not null default now()
+);
