@@ -3,9 +3,9 @@
 -- Each saga contributes to the rows of the hour it started in (UTC), of its type, once for
 -- "every service" (service = '') and once per service that emitted one of its events. The
 -- ingest transaction keeps the rows exact by adding the new contribution of every saga it
--- touches and subtracting the old one; retention subtracts what it removes. The SQL that
--- computes a contribution lives in `tracker/src/store/rollup.rs`, the only place that
--- defines these numbers.
+-- touches and subtracting the old one; retention subtracts what it removes. How a saga
+-- contributes is defined in `tracker/src/store/rollup.rs` (SQL for the rebuild, retention
+-- and statistics, Rust for the ingest path; a test proves the two agree).
 --
 -- The tables start empty: `saga-tracker migrate` (store::migrate) fills them from the
 -- stored sagas whenever `stats_rollup_version` does not hold the version the binary
@@ -30,12 +30,13 @@ create table stats_hourly (
     compensation_started bigint      not null,
     compensation_failed  bigint      not null,
     primary key (service, hour, saga_type, step)
-);
+) with (fillfactor = 70);
 
--- Duration histograms on a log scale, 8 buckets per doubling (bucket 0: under 1 ms). kind:
--- 's' saga duration and 'c' time to compensate (both on step = ''), 't' step duration.
--- sum_ms is exact (numeric), so a bucket's mean is exact and a percentile that falls in a
--- bucket holding one distinct value is exact too.
+-- Duration histograms on a log scale, 8 buckets per doubling (bucket 0: under 1 ms; the
+-- bounds, in microseconds, are a constant array in rollup.rs). kind: 's' saga duration and
+-- 'c' time to compensate (both on step = ''), 't' step duration. Durations are whole
+-- microseconds and sum_us is their exact sum, so a bucket's mean is exact and a percentile
+-- that falls in a bucket holding one distinct value is exact too.
 create table stats_hourly_durations (
     service   text        not null,
     hour      timestamptz not null,
@@ -44,9 +45,12 @@ create table stats_hourly_durations (
     kind      "char"      not null,
     bucket    smallint    not null,
     count     bigint      not null,
-    sum_ms    numeric     not null,
+    sum_us    bigint      not null,
     primary key (service, hour, saga_type, step, kind, bucket)
-);
+) with (fillfactor = 70);
+
+-- (fillfactor 70: the current hour's rows are updated by every batch; free space on their
+-- pages lets PostgreSQL update them in place without touching the index.)
 
 -- Which version of the contribution rules the rollups were built with; one row at most.
 create table stats_rollup_version (

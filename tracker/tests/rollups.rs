@@ -231,13 +231,13 @@ async fn ingest_concurrently(pool: &PgPool, rng: &mut Rng, events: Vec<IncomingE
     }
 }
 
-/// Every non-zero rollup row as text (numeric sums without trailing zeros), sorted.
+/// Every non-zero rollup row as text, sorted.
 async fn rollup_rows(pool: &PgPool) -> Vec<String> {
     let mut rows: Vec<String> = sqlx::query_scalar(
         "select row_to_json(t)::text from stats_hourly t where total <> 0 \
          union all \
          select json_build_array(service, hour, saga_type, step, kind, bucket, count, \
-                                 trim_scale(sum_ms))::text \
+                                 sum_us)::text \
          from stats_hourly_durations where count <> 0",
     )
     .fetch_all(pool)

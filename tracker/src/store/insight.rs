@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::read::{push_stuck_reason, StuckAt};
 use super::rollup::{
-    self, estimate_percentiles, Bucket, COUNTS as COUNT_COLUMNS, SAGA_COLUMNS, STEP_DURATION_MS,
+    self, estimate_percentiles, Bucket, COUNTS as COUNT_COLUMNS, SAGA_COLUMNS, STEP_DURATION_US,
 };
 use crate::stuck::{StuckPolicy, StuckReason};
 
@@ -229,7 +229,7 @@ fn push_edge_ctes(qb: &mut QueryBuilder<'_, Postgres>, plan: &Plan, filter: &Sta
     }
     qb.push(format!(
         "), edge_steps as materialized (select e.saga_id, e.step, \
-           bool_or(e.step_status = 'FAILED') as failed, {STEP_DURATION_MS} as duration_ms \
+           bool_or(e.step_status = 'FAILED') as failed, {STEP_DURATION_US} as duration_us \
          from saga_events e where e.saga_id in (select saga_id from edge_s) \
          group by e.saga_id, e.step) "
     ));
@@ -349,11 +349,11 @@ pub async fn stats(
         &plan,
         filter,
         "stats_hourly_durations",
-        "saga_type, step, kind::text as kind, bucket, count, sum_ms",
+        "saga_type, step, kind::text as kind, bucket, count, sum_us",
         &rollup::duration_rows("edge"),
-        "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, c.ms as sum_ms",
+        "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, c.us as sum_us",
         "saga_type, step, kind, bucket",
-        "sum(count)::bigint as count, sum(sum_ms)::float8 as sum_ms",
+        "sum(count)::bigint as count, sum(sum_us)::float8 / 1000 as sum_ms",
     )
     .build_query_as()
     .fetch_all(&mut *tx)

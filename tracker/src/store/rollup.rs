@@ -1,26 +1,29 @@
 //! Statistics rollups: per hour, saga type, step and service, the counts and duration
 //! histograms `GET /api/v1/stats` adds up instead of scanning every saga and event.
 //!
-//! # One definition, three users
+//! # One definition, checked twice
 //!
 //! What a saga contributes to the rollups — its status counts, its durations, and per step
-//! whether it failed and how long it took — is defined once, here, as SQL over two
-//! relations: some sagas (the columns of [`SAGA_COLUMNS`]) and their events
-//! ([`EVENT_COLUMNS`]). The same text serves
+//! whether it failed and how long it took — is written twice, on purpose:
 //!
-//! - the ingest transaction ([`apply_ingest`]): it adds the contribution of every saga it
-//!   touched as the saga is now, and subtracts the one it had before the batch (the saga row
-//!   as it was, and its events minus the ones this batch inserted). The net change of each
-//!   rollup row is applied in one statement; rows whose net change is zero are not touched;
-//! - retention ([`subtract_doomed`]), which subtracts what it deletes;
-//! - the rebuild ([`rebuild`]), which computes everything from the stored sagas — the
-//!   backfill of an existing database, and the reference the tests compare the incremental
-//!   rollups with.
+//! - as SQL over some sagas (the columns of [`SAGA_COLUMNS`]) and their events
+//!   ([`EVENT_COLUMNS`]): [`count_rows`] and [`duration_rows`]. The rebuild ([`rebuild`],
+//!   the backfill of an existing database) computes every row with it, retention
+//!   ([`subtract_doomed`]) subtracts what it deletes, and the statistics use it for the
+//!   partial hours at the ends of a time filter;
+//! - in Rust ([`Delta`]) for the ingest transaction, which already holds the touched sagas'
+//!   events and their old and new rows in memory: it adds each saga's new contribution,
+//!   subtracts the one it had before the batch (the row as it was, and its events minus the
+//!   ones this batch inserted), and upserts only the net change — a few hundred small rows
+//!   per 500-event batch. (Doing the same in SQL cost as much as the rest of the
+//!   transaction.)
 //!
-//! Because a contribution is a deterministic function of the stored rows and the ingest path
-//! serialises per saga (advisory locks), adding and subtracting the same function keeps the
-//! rollups equal to a rebuild at every commit: nothing is approximate except the percentiles
-//! read from the histograms (see [`estimate_percentiles`]).
+//! `tests/rollups.rs` drives the ingest path with an adversarial stream (shuffled,
+//! duplicated, late events moving sagas between hours, two concurrent writers) and requires
+//! the incremental rollups to equal a rebuild row for row, so the two definitions cannot
+//! drift apart unnoticed. Because the ingest path serialises per saga (advisory locks),
+//! the rollups equal a rebuild at every commit: nothing is approximate except the
+//! percentiles read from the histograms (see [`estimate_percentiles`]).
 //!
 //! # Keys
 //!
@@ -34,12 +37,20 @@
 //!
 //! # Histograms
 //!
-//! Durations (ms) fall in log-scale buckets, 8 per doubling: bucket 0 is under 1 ms, bucket
-//! `b ≥ 1` covers `[2^((b-1)/8), 2^(b/8))`, about 9 % wide. Each bucket keeps its count and
-//! exact sum, so its mean is exact.
+//! Durations, in whole microseconds, fall in log-scale buckets, 8 per doubling: bucket 0 is
+//! under 1 ms, bucket `b ≥ 1` starts at `1000 × 2^((b-1)/8)` µs (rounded; [`bucket_bounds`])
+//! and is about 9 % wide. The bounds are integers shared by both definitions (SQL gets them
+//! as a constant array for `width_bucket`), so both put a duration in the same bucket. Each
+//! bucket keeps its count and exact sum, so its mean is exact.
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::aggregate::SagaState;
 
 /// The version of the contribution rules below. Bump it whenever their meaning changes:
 /// `migrate` then rebuilds the rollups from the stored sagas.
@@ -48,11 +59,6 @@ pub const ROLLUP_VERSION: i32 = 1;
 /// Columns of the saga relation a contribution is computed from.
 pub const SAGA_COLUMNS: &str = "saga_id, saga_type, status, started_at, duration_ms, \
     compensation_started_at, compensation_duration_ms, services";
-
-/// The same columns as a record type, to read saga rows back from JSON.
-const SAGA_RECORD: &str = "x(saga_id text, saga_type text, status text, \
-    started_at timestamptz, duration_ms bigint, compensation_started_at timestamptz, \
-    compensation_duration_ms bigint, services text[])";
 
 /// Columns of the event relation a contribution is computed from.
 pub const EVENT_COLUMNS: &str = "saga_id, step, step_status, occurred_at";
@@ -70,20 +76,44 @@ pub const COUNTS: [&str; 9] = [
     "compensation_failed",
 ];
 
-/// A step's duration in ms (numeric, exact to the microsecond): first `STARTED` — or first
-/// event when the step never reported `STARTED` — to first `SUCCEEDED`/`FAILED`, at least 0;
-/// null while the step has not ended.
-pub const STEP_DURATION_MS: &str = "case \
+/// A step's duration in whole µs: first `STARTED` — or first event when the step never
+/// reported `STARTED` — to first `SUCCEEDED`/`FAILED`, at least 0; null while the step has
+/// not ended. (Timestamps are stored to the microsecond, so this is exact.)
+pub const STEP_DURATION_US: &str = "case \
     when min(e.occurred_at) filter (where e.step_status in ('SUCCEEDED', 'FAILED')) is null \
         then null \
-    else greatest(0, extract(epoch from \
+    else greatest(0, (extract(epoch from \
         min(e.occurred_at) filter (where e.step_status in ('SUCCEEDED', 'FAILED')) \
         - coalesce(min(e.occurred_at) filter (where e.step_status = 'STARTED'), \
-                   min(e.occurred_at))) * 1000) end";
+                   min(e.occurred_at))) * 1000000)::bigint) end";
 
-/// The histogram bucket of a duration `d` in ms (see the module docs).
+/// Buckets above 1 ms: 8 per doubling up to 2^42 ms (139 years).
+const BUCKETS: usize = 8 * 42;
+
+/// The lower bound (µs) of buckets 1, 2, … ; bucket 0 is below the first.
+pub fn bucket_bounds() -> &'static [i64] {
+    static BOUNDS: OnceLock<Vec<i64>> = OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        (0..BUCKETS)
+            .map(|b| (1000.0 * 2f64.powf(b as f64 / 8.0)).round() as i64)
+            .collect()
+    })
+}
+
+/// The bucket of a duration of `us` microseconds: how many bounds are `<= us`, like SQL's
+/// `width_bucket(us, bounds)`.
+pub fn bucket_index(us: i64) -> i16 {
+    bucket_bounds().partition_point(|&b| b <= us) as i16
+}
+
+/// SQL for the bucket of the duration `d` (bigint µs).
 fn bucket_of(d: &str) -> String {
-    format!("(case when {d} < 1 then 0 else 1 + floor(8 * ln(({d})::float8) / ln(2::float8)) end)::smallint")
+    static BOUNDS: OnceLock<String> = OnceLock::new();
+    let bounds = BOUNDS.get_or_init(|| {
+        let list: Vec<String> = bucket_bounds().iter().map(i64::to_string).collect();
+        format!("'{{{}}}'::bigint[]", list.join(","))
+    });
+    format!("width_bucket({d}, {bounds})::smallint")
 }
 
 const HOUR: &str = "date_trunc('hour', s.started_at, 'UTC')";
@@ -98,13 +128,13 @@ pub struct Source<'a> {
 }
 
 /// `{prefix}_s` (the sagas) and `{prefix}_steps` (one row per saga and step: `failed`,
-/// `duration_ms`) as CTEs, comma-separated, without `with`.
+/// `duration_us`) as CTEs, comma-separated, without `with`.
 pub fn source_ctes(prefix: &str, source: Source<'_>) -> String {
     format!(
         "{prefix}_s as materialized ({sagas}), \
          {prefix}_steps as materialized ( \
            select e.saga_id, e.step, bool_or(e.step_status = 'FAILED') as failed, \
-             {STEP_DURATION_MS} as duration_ms \
+             {STEP_DURATION_US} as duration_us \
            from ({events}) e group by e.saga_id, e.step)",
         sagas = source.sagas,
         events = source.events,
@@ -134,23 +164,23 @@ pub fn count_rows(prefix: &str) -> String {
 }
 
 /// The duration contributions of `{prefix}_s`/`{prefix}_steps`: columns `service, hour,
-/// saga_type, step, kind, bucket, ms`, one row per duration and service key.
+/// saga_type, step, kind, bucket, us`, one row per duration and service key.
 pub fn duration_rows(prefix: &str) -> String {
-    let saga = bucket_of("s.duration_ms");
-    let compensation = bucket_of("s.compensation_duration_ms");
-    let step = bucket_of("p.duration_ms");
+    let saga = bucket_of("s.duration_ms * 1000");
+    let compensation = bucket_of("s.compensation_duration_ms * 1000");
+    let step = bucket_of("p.duration_us");
     format!(
         "select k.service, {HOUR} as hour, s.saga_type, ''::text as step, 's'::\"char\" as kind, \
-           {saga} as bucket, s.duration_ms::numeric as ms \
+           {saga} as bucket, s.duration_ms * 1000 as us \
          from {prefix}_s s {SERVICES} where s.duration_ms is not null \
          union all \
          select k.service, {HOUR}, s.saga_type, '', 'c', {compensation}, \
-           s.compensation_duration_ms::numeric \
+           s.compensation_duration_ms * 1000 \
          from {prefix}_s s {SERVICES} where s.compensation_duration_ms is not null \
          union all \
-         select k.service, {HOUR}, s.saga_type, p.step, 't', {step}, p.duration_ms \
+         select k.service, {HOUR}, s.saga_type, p.step, 't', {step}, p.duration_us \
          from {prefix}_s s join {prefix}_steps p on p.saga_id = s.saga_id {SERVICES} \
-         where p.duration_ms is not null"
+         where p.duration_us is not null"
     )
 }
 
@@ -183,7 +213,7 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
         ));
         duration_parts.push(
             "select 0 as sign, ''::text as service, now() as hour, ''::text as saga_type, \
-             ''::text as step, 's'::\"char\" as kind, 0::smallint as bucket, 0::numeric as ms \
+             ''::text as step, 's'::\"char\" as kind, 0::smallint as bucket, 0::bigint as us \
              where false"
                 .to_owned(),
         );
@@ -208,15 +238,16 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
            on conflict ({keys}) do update set {increments} \
            returning 1), \
          duration_delta as ( \
-           select {keys}, kind, bucket, sum(sign)::bigint as count, sum(sign * ms) as sum_ms \
+           select {keys}, kind, bucket, sum(sign)::bigint as count, \
+             sum(sign * us)::bigint as sum_us \
            from ({dparts}) x group by {keys}, kind, bucket \
-           having (sum(sign), sum(sign * ms)) <> (0, 0)), \
+           having (sum(sign), sum(sign * us)) <> (0, 0)), \
          rollup_durations as ( \
-           insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_ms) \
-           select {keys}, kind, bucket, count, sum_ms from duration_delta \
+           insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_us) \
+           select {keys}, kind, bucket, count, sum_us from duration_delta \
            order by {keys}, kind, bucket \
            on conflict ({keys}, kind, bucket) do update \
-             set count = t.count + excluded.count, sum_ms = t.sum_ms + excluded.sum_ms \
+             set count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us \
            returning 1)",
         parts = count_parts.join(" union all "),
         dparts = duration_parts.join(" union all "),
@@ -224,57 +255,268 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
     ctes.join(", ")
 }
 
-/// The previous rows of `saga_ids` as a JSON array of [`SAGA_COLUMNS`] objects, read in the
-/// ingest transaction before it rewrites them; [`apply_ingest`] subtracts their contribution.
+/// The hour a saga counts in: its start, truncated to the hour (UTC).
+pub fn hour_of(started_at: DateTime<Utc>) -> DateTime<Utc> {
+    started_at
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap_or(started_at)
+}
+
+/// A saga as the rollups see it: the [`SAGA_COLUMNS`] of its row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SagaFacts {
+    pub saga_id: String,
+    pub saga_type: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: Option<i64>,
+    pub compensation_started_at: Option<DateTime<Utc>>,
+    pub compensation_duration_ms: Option<i64>,
+    pub services: Vec<String>,
+}
+
+impl From<&SagaState> for SagaFacts {
+    fn from(s: &SagaState) -> Self {
+        Self {
+            saga_id: s.saga_id.clone(),
+            saga_type: s.saga_type.clone(),
+            status: s.status.as_str().to_owned(),
+            started_at: s.started_at,
+            duration_ms: s.duration_ms,
+            compensation_started_at: s.compensation_started_at,
+            compensation_duration_ms: s.compensation_duration_ms,
+            services: s.services.clone(),
+        }
+    }
+}
+
+/// One step of one saga as the rollups see it: the Rust twin of the `{prefix}_steps` CTE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFacts {
+    pub step: String,
+    /// The step reported `FAILED` at least once.
+    pub failed: bool,
+    /// [`STEP_DURATION_US`]; `None` while the step has not ended.
+    pub duration_us: Option<i64>,
+}
+
+/// The steps of one saga from its events (`(step, step_status, occurred_at)`, any order).
+pub fn step_facts<'a>(
+    events: impl IntoIterator<Item = (&'a str, &'a str, DateTime<Utc>)>,
+) -> Vec<StepFacts> {
+    #[derive(Default)]
+    struct Acc {
+        first: Option<DateTime<Utc>>,
+        started: Option<DateTime<Utc>>,
+        ended: Option<DateTime<Utc>>,
+        failed: bool,
+    }
+    let earliest = |slot: &mut Option<DateTime<Utc>>, at: DateTime<Utc>| {
+        if slot.is_none_or(|t| at < t) {
+            *slot = Some(at);
+        }
+    };
+    let mut by_step: HashMap<&str, Acc> = HashMap::new();
+    for (step, status, at) in events {
+        let acc = by_step.entry(step).or_default();
+        earliest(&mut acc.first, at);
+        match status {
+            "STARTED" => earliest(&mut acc.started, at),
+            "SUCCEEDED" => earliest(&mut acc.ended, at),
+            "FAILED" => {
+                earliest(&mut acc.ended, at);
+                acc.failed = true;
+            }
+            _ => {}
+        }
+    }
+    by_step
+        .into_iter()
+        .map(|(step, acc)| StepFacts {
+            step: step.to_owned(),
+            failed: acc.failed,
+            duration_us: acc.ended.map(|end| {
+                let from = acc.started.or(acc.first).unwrap_or(end);
+                (end - from).num_microseconds().unwrap_or(i64::MAX).max(0)
+            }),
+        })
+        .collect()
+}
+
+type CountKey = (String, DateTime<Utc>, String, String);
+type DurationKey = (String, DateTime<Utc>, String, String, char, i16);
+
+/// The net change one ingest batch makes to the rollups: the Rust twin of [`count_rows`] and
+/// [`duration_rows`], summed with a sign per saga version.
+#[derive(Debug, Default)]
+pub struct Delta {
+    counts: HashMap<CountKey, [i64; 9]>,
+    durations: HashMap<DurationKey, (i64, i64)>,
+}
+
+impl Delta {
+    /// Adds (`sign` = 1) or subtracts (-1) the contribution of `saga` with its `steps`.
+    pub fn add(&mut self, sign: i64, saga: &SagaFacts, steps: &[StepFacts]) {
+        let hour = hour_of(saga.started_at);
+        let status = match saga.status.as_str() {
+            "STARTED" => 1,
+            "IN_PROGRESS" => 2,
+            "COMPLETED" => 3,
+            "FAILED" => 4,
+            "COMPENSATING" => 5,
+            "COMPENSATED" => 6,
+            _ => 0,
+        };
+        let compensating = saga.compensation_started_at.is_some();
+        let services = std::iter::once("").chain(saga.services.iter().map(String::as_str));
+        for service in services {
+            let key = |step: &str| {
+                (
+                    service.to_owned(),
+                    hour,
+                    saga.saga_type.clone(),
+                    step.to_owned(),
+                )
+            };
+            let c = self.counts.entry(key("")).or_insert([0; 9]);
+            c[0] += sign;
+            if status > 0 {
+                c[status] += sign;
+            }
+            if compensating {
+                c[7] += sign;
+                if status == 4 {
+                    c[8] += sign;
+                }
+            }
+            let mut duration = |step: &str, kind: char, us: i64| {
+                let (k0, k1, k2, k3) = key(step);
+                let d = self
+                    .durations
+                    .entry((k0, k1, k2, k3, kind, bucket_index(us)))
+                    .or_insert((0, 0));
+                d.0 += sign;
+                d.1 += sign * us;
+            };
+            if let Some(ms) = saga.duration_ms {
+                duration("", 's', ms * 1000);
+            }
+            if let Some(ms) = saga.compensation_duration_ms {
+                duration("", 'c', ms * 1000);
+            }
+            for s in steps {
+                if let Some(us) = s.duration_us {
+                    duration(&s.step, 't', us);
+                }
+            }
+            for s in steps {
+                let c = self.counts.entry(key(&s.step)).or_insert([0; 9]);
+                c[0] += sign;
+                if s.failed {
+                    c[4] += sign;
+                }
+            }
+        }
+    }
+
+    /// Rows whose net change is not zero: (counts, durations).
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.counts
+                .values()
+                .filter(|c| c.iter().any(|&n| n != 0))
+                .count(),
+            self.durations.values().filter(|d| **d != (0, 0)).count(),
+        )
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+
+    /// Upserts the net change, in key order (two writers lock shared rows in the same
+    /// order), in one statement.
+    pub async fn apply(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<Value> = self
+            .counts
+            .iter()
+            .filter(|(_, c)| c.iter().any(|&n| n != 0))
+            .map(|((service, hour, saga_type, step), c)| {
+                let mut row = json!({
+                    "service": service, "hour": hour, "saga_type": saga_type, "step": step,
+                });
+                for (name, n) in COUNTS.iter().zip(c) {
+                    row[*name] = json!(n);
+                }
+                row
+            })
+            .collect();
+        let durations: Vec<Value> = self
+            .durations
+            .iter()
+            .filter(|(_, d)| **d != (0, 0))
+            .map(
+                |((service, hour, saga_type, step, kind, bucket), (count, sum))| {
+                    json!({
+                        "service": service, "hour": hour, "saga_type": saga_type, "step": step,
+                        "kind": kind.to_string(), "bucket": bucket, "count": count, "sum_us": sum,
+                    })
+                },
+            )
+            .collect();
+        sqlx::query(&UPSERT_DELTA)
+            .bind(Value::Array(counts))
+            .bind(Value::Array(durations))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+static UPSERT_DELTA: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let keys = "service, hour, saga_type, step";
+    let columns = COUNTS.join(", ");
+    let typed = COUNTS.map(|c| format!("{c} bigint")).join(", ");
+    let increments = COUNTS
+        .map(|c| format!("{c} = t.{c} + excluded.{c}"))
+        .join(", ");
+    format!(
+        "with counts as ( \
+           insert into stats_hourly as t ({keys}, {columns}) \
+           select {keys}, {columns} from jsonb_to_recordset($1) as x( \
+             service text, hour timestamptz, saga_type text, step text, {typed}) \
+           order by {keys} \
+           on conflict ({keys}) do update set {increments} \
+           returning 1), \
+         durations as ( \
+           insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_us) \
+           select {keys}, kind, bucket, count, sum_us from jsonb_to_recordset($2) as x( \
+             service text, hour timestamptz, saga_type text, step text, kind \"char\", \
+             bucket smallint, count bigint, sum_us bigint) \
+           order by {keys}, kind, bucket \
+           on conflict ({keys}, kind, bucket) do update \
+             set count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us \
+           returning 1) \
+         select (select count(*) from counts), (select count(*) from durations)"
+    )
+});
+
+/// The rows of `saga_ids` as the rollups see them, read in the ingest transaction before
+/// it rewrites them: the contribution to subtract.
 pub async fn previous_rows(
     tx: &mut Transaction<'_, Postgres>,
     saga_ids: &[String],
-) -> Result<Value, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "select coalesce(jsonb_agg(to_jsonb(x)), '[]'::jsonb) \
-         from (select {SAGA_COLUMNS} from sagas where saga_id = any($1)) x"
+) -> Result<Vec<SagaFacts>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {SAGA_COLUMNS} from sagas where saga_id = any($1)"
     ))
     .bind(saga_ids)
-    .fetch_one(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
-}
-
-/// Applies the net change of one ingest batch: plus the contribution of `saga_ids` as they
-/// are now (after the upsert), minus the one of `previous` (from [`previous_rows`]) with
-/// the events stored before this batch (all of theirs but `inserted_event_ids`).
-pub async fn apply_ingest(
-    tx: &mut Transaction<'_, Postgres>,
-    saga_ids: &[String],
-    previous: &Value,
-    inserted_event_ids: &[String],
-) -> Result<(), sqlx::Error> {
-    let plus_sagas = format!("select {SAGA_COLUMNS} from sagas where saga_id = any($1)");
-    let plus_events = format!("select {EVENT_COLUMNS} from saga_events where saga_id = any($1)");
-    let minus_sagas = format!("select {SAGA_COLUMNS} from jsonb_to_recordset($2) as {SAGA_RECORD}");
-    let minus_events = format!(
-        "select {EVENT_COLUMNS} from saga_events \
-         where saga_id = any($1) and not (event_id = any($3))"
-    );
-    let sql = format!(
-        "with {} select 1",
-        delta_ctes(
-            Some(Source {
-                sagas: &plus_sagas,
-                events: &plus_events,
-            }),
-            Some(Source {
-                sagas: &minus_sagas,
-                events: &minus_events,
-            }),
-        )
-    );
-    sqlx::query(&sql)
-        .bind(saga_ids)
-        .bind(previous)
-        .bind(inserted_event_ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// CTEs that subtract the contribution of the sagas listed by the CTE `doomed(saga_id)`
@@ -461,7 +703,7 @@ mod tests {
     fn the_estimate_stays_within_a_bucket_width_of_the_exact_value() {
         // 1000 distinct durations spread over 1 ms .. 60 s, bucketed as the SQL does.
         let values: Vec<f64> = (0..1000).map(|i| 1.0 + (i as f64).powf(2.6)).collect();
-        let index = |d: f64| -> i16 { 1 + (8.0 * d.ln() / 2f64.ln()).floor() as i16 };
+        let index = |d: f64| bucket_index((d * 1000.0) as i64);
         let mut buckets: Vec<Bucket> = Vec::new();
         for &v in &values {
             let i = index(v);

@@ -162,6 +162,15 @@ on conflict (saga_id) do update set
     row_updated_at = now()
 "#;
 
+/// What the rollups need of an event: its step, step status and time.
+fn step_of(r: &EventRecord) -> (&str, &str, DateTime<Utc>) {
+    (
+        r.event.step.as_str(),
+        r.event.step_status.as_str(),
+        r.event.occurred_at,
+    )
+}
+
 /// Whether a failed [`write_batch`] can never succeed with the same events: PostgreSQL said
 /// the *data* is wrong — SQLSTATE class 22 (data exception, e.g. `22P05` untranslatable
 /// character, `22021` bad encoding) or class 23 (integrity violation, e.g. `23514` check).
@@ -220,12 +229,10 @@ pub async fn write_batch(
 
     // The rows as they were before this batch: their status feeds the transition counters,
     // and their statistics contribution is subtracted from the rollups below.
-    let previous_rows = rollup::previous_rows(&mut tx, &saga_ids).await?;
-    let previous: HashMap<&str, &str> = previous_rows
-        .as_array()
+    let previous: HashMap<String, rollup::SagaFacts> = rollup::previous_rows(&mut tx, &saga_ids)
+        .await?
         .into_iter()
-        .flatten()
-        .filter_map(|row| Some((row["saga_id"].as_str()?, row["status"].as_str()?)))
+        .map(|row| (row.saga_id.clone(), row))
         .collect();
 
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
@@ -248,7 +255,9 @@ pub async fn write_batch(
         let Some(state) = aggregate::fold(records) else {
             continue;
         };
-        let before = previous.get(saga_id).and_then(|s| SagaStatus::parse(s));
+        let before = previous
+            .get(*saga_id)
+            .and_then(|s| SagaStatus::parse(&s.status));
         if before != Some(state.status) {
             transitions.push(Transition {
                 saga_type: state.saga_type.clone(),
@@ -266,14 +275,32 @@ pub async fn write_batch(
         .execute(&mut *tx)
         .await?;
 
-    let inserted_ids: Vec<String> = inserted.iter().map(|(id, _)| id.clone()).collect();
-    rollup::apply_ingest(&mut tx, &saga_ids, &previous_rows, &inserted_ids).await?;
+    // Statistics rollups: each touched saga's contribution as it is now, minus the one it
+    // had before this batch (its old row, with the events stored before this batch).
+    let newly_stored: HashSet<&str> = inserted.iter().map(|(id, _)| id.as_str()).collect();
+    let mut delta = rollup::Delta::default();
+    for state in &states {
+        let records = by_saga
+            .get(state.saga_id.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        delta.add(
+            1,
+            &rollup::SagaFacts::from(state),
+            &rollup::step_facts(records.iter().map(step_of)),
+        );
+        if let Some(old) = previous.get(&state.saga_id) {
+            let before = records
+                .iter()
+                .filter(|r| !newly_stored.contains(r.event.event_id.as_str()));
+            delta.add(-1, old, &rollup::step_facts(before.map(step_of)));
+        }
+    }
+    delta.apply(&mut tx).await?;
 
     tx.commit().await?;
 
     let committed_at = Utc::now();
     let ok = inserted.len() as u64;
-    let newly_stored: HashSet<&str> = inserted.iter().map(|(id, _)| id.as_str()).collect();
     let step_failures = unique
         .iter()
         .map(|e| &e.event)
