@@ -53,10 +53,9 @@ fn base() -> DateTime<Utc> {
         .expect("valid date")
 }
 
+/// Event `n` of saga `saga` (of type `saga_type`).
 fn event(
-    saga: usize,
-    n: usize,
-    saga_type: &str,
+    (saga, n, saga_type): (usize, usize, &str),
     step: &str,
     status: StepStatus,
     saga_status: Option<SagaStatus>,
@@ -102,7 +101,7 @@ fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
             |out: &mut Vec<IncomingEvent>, rng: &mut Rng, step: &str, st, saga_st, at| {
                 n += 1;
                 let svc = SERVICES[rng.below(SERVICES.len() as u64) as usize];
-                out.push(event(i, n, ty, step, st, saga_st, at, svc));
+                out.push(event((i, n, ty), step, st, saga_st, at, svc));
             };
         let planned = 1 + rng.below(steps.len() as u64) as usize;
         let mut done = Vec::new();

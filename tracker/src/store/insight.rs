@@ -120,12 +120,15 @@ pub struct Stats {
     pub steps: Vec<StepStats>,
 }
 
+/// `[from, to)` on the rollups' `hour`, either end open.
+type HourRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// How a statistics query is answered: whole hours from the rollups, the partial hours at
 /// either end of a time filter from the sagas themselves (with the same contribution SQL).
 #[derive(Debug, Clone, PartialEq)]
 struct Plan {
     /// `[from, to)` on the rollups' `hour`; `None` when the window lies inside one hour.
-    rollup: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    rollup: Option<HourRange>,
     /// `[from, to)` ranges of `started_at` computed from the stored sagas.
     edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
@@ -240,7 +243,7 @@ fn push_rollup_select(
     qb: &mut QueryBuilder<'_, Postgres>,
     columns: &str,
     table: &str,
-    range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    range: HourRange,
     filter: &StatsFilter,
 ) {
     qb.push(format!("select {columns} from {table} where service = "))
@@ -269,18 +272,30 @@ fn push_edge_select(
     .push_bind(filter.service.clone().unwrap_or_default());
 }
 
-/// Builds `select {group}, {aggregates} from (<rollup rows> union all <edge rows>) x group
-/// by {group}`.
+/// One summed query: `select {group}, {aggregates} from (<{columns} of the rollup rows of
+/// {table}> union all <{edge_columns} of {edge_rows}>) x group by {group}`.
+struct Summed<'s> {
+    table: &'s str,
+    columns: &'s str,
+    edge_rows: &'s str,
+    edge_columns: &'s str,
+    group: &'s str,
+    aggregates: &'s str,
+}
+
 fn summed_query<'a>(
     plan: &Plan,
     filter: &StatsFilter,
-    table: &str,
-    columns: &str,
-    edge_rows: &str,
-    edge_columns: &str,
-    group: &str,
-    aggregates: &str,
+    q: Summed<'_>,
 ) -> QueryBuilder<'a, Postgres> {
+    let Summed {
+        table,
+        columns,
+        edge_rows,
+        edge_columns,
+        group,
+        aggregates,
+    } = q;
     let mut qb = QueryBuilder::new("");
     push_edge_ctes(&mut qb, plan, filter);
     qb.push(format!("select {group}, {aggregates} from ("));
@@ -331,15 +346,17 @@ pub async fn stats(
     let rows: Vec<CountRow> = summed_query(
         &plan,
         filter,
-        "stats_hourly",
-        &format!("saga_type, step, {counts}"),
-        &rollup::count_rows("edge"),
-        &format!(
-            "c.saga_type, c.step, {}",
-            COUNT_COLUMNS.map(|c| format!("c.{c}")).join(", ")
-        ),
-        "saga_type, step",
-        &sums,
+        Summed {
+            table: "stats_hourly",
+            columns: &format!("saga_type, step, {counts}"),
+            edge_rows: &rollup::count_rows("edge"),
+            edge_columns: &format!(
+                "c.saga_type, c.step, {}",
+                COUNT_COLUMNS.map(|c| format!("c.{c}")).join(", ")
+            ),
+            group: "saga_type, step",
+            aggregates: &sums,
+        },
     )
     .build_query_as()
     .fetch_all(&mut *tx)
@@ -348,12 +365,15 @@ pub async fn stats(
     let durations: Vec<DurationRow> = summed_query(
         &plan,
         filter,
-        "stats_hourly_durations",
-        "saga_type, step, kind::text as kind, bucket, count, sum_us",
-        &rollup::duration_rows("edge"),
-        "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, c.us as sum_us",
-        "saga_type, step, kind, bucket",
-        "sum(count)::bigint as count, sum(sum_us)::float8 / 1000 as sum_ms",
+        Summed {
+            table: "stats_hourly_durations",
+            columns: "saga_type, step, kind::text as kind, bucket, count, sum_us",
+            edge_rows: &rollup::duration_rows("edge"),
+            edge_columns: "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, \
+                           c.us as sum_us",
+            group: "saga_type, step, kind, bucket",
+            aggregates: "sum(count)::bigint as count, sum(sum_us)::float8 / 1000 as sum_ms",
+        },
     )
     .build_query_as()
     .fetch_all(&mut *tx)
