@@ -24,7 +24,7 @@ use saga_tracker::store::rollup;
 use saga_tracker::store::write::{write_batch, IncomingEvent};
 use saga_tracker::store::MIGRATOR;
 use saga_tracker::stuck::StuckPolicy;
-use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
+use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-use common::{server_options, TestDb};
+use common::{server_options, Saga, TestDb};
 
 struct TestApp {
     base: String,
@@ -64,6 +64,10 @@ fn policy() -> StuckPolicy {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(std::time::Duration::from_secs(10)).await
+}
+
+async fn spawn_app_with(stats_timeout: std::time::Duration) -> TestApp {
     let db = TestDb::create("saga_insight").await;
     let pool = PgPoolOptions::new()
         .max_connections(4)
@@ -77,7 +81,7 @@ async fn spawn_app() -> TestApp {
         consumer_enabled: false,
         metrics: metrics::install().expect("metrics recorder"),
         stuck: policy(),
-        stats_timeout: std::time::Duration::from_secs(10),
+        stats_timeout,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -175,59 +179,6 @@ fn t(secs: i64) -> DateTime<Utc> {
         .single()
         .expect("valid date")
         + Duration::seconds(secs)
-}
-
-/// Builds one saga's events with a running sequence number.
-struct Saga {
-    id: String,
-    saga_type: String,
-    events: Vec<IncomingEvent>,
-}
-
-impl Saga {
-    fn new(id: &str, saga_type: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            saga_type: saga_type.to_owned(),
-            events: Vec::new(),
-        }
-    }
-
-    fn ev(
-        mut self,
-        step: &str,
-        status: StepStatus,
-        at: DateTime<Utc>,
-        service: &str,
-        saga_status: Option<SagaStatus>,
-    ) -> Self {
-        let n = self.events.len() as i64 + 1;
-        self.events.push(IncomingEvent {
-            event: SagaEvent {
-                schema_version: SCHEMA_VERSION,
-                event_id: format!("{}-{n}", self.id),
-                saga_id: self.id.clone(),
-                saga_type: self.saga_type.clone(),
-                step: step.to_owned(),
-                step_status: status,
-                saga_status,
-                occurred_at: at,
-                service: service.to_owned(),
-                sequence: Some(n),
-                business_key: None,
-                trace_id: None,
-                span_id: None,
-                error: (status == StepStatus::Failed).then(|| StepError {
-                    code: "E".to_owned(),
-                    message: "failed".to_owned(),
-                }),
-                metadata: None,
-            },
-            received_at: at,
-            source: None,
-        });
-        self
-    }
 }
 
 fn all(sagas: Vec<Saga>) -> Vec<IncomingEvent> {
@@ -404,6 +355,35 @@ async fn stats_and_saga_types_reject_bad_parameters_by_name() {
         ["sagaType", "top", "startedAfter", "stuck"]
     );
     assert_eq!(app.rejected_params("/api/v1/saga-types?x=1").await, ["x"]);
+}
+
+#[tokio::test]
+async fn a_statistics_query_past_its_time_limit_is_a_503_not_a_hung_request() {
+    let app = spawn_app_with(std::time::Duration::from_millis(300)).await;
+    app.seed(stats_fixture()).await;
+    // Another session holds the rollups (as a long maintenance statement would): the
+    // statistics query waits on the lock until its statement timeout cancels it.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("lock table stats_hourly in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    // The lock is only released after the answer, so any answer at all means the timeout
+    // fired.
+    let (status, body) = app.get_json("/api/v1/stats").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["type"], "https://saga-tracker.dev/problems/query-timeout",
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("stats_hourly"),
+        "no SQL leaks: {body}"
+    );
+    blocker.rollback().await.expect("rollback");
+    // The lock is gone: the same request answers again.
+    let s = app.ok_json("/api/v1/stats").await;
+    assert_eq!(s["total"], 5);
 }
 
 #[tokio::test]
@@ -992,50 +972,46 @@ async fn stats_latency_at_scale() {
             },
         ),
     ] {
-        let mut times = Vec::new();
-        insight::stats(&app.pool, &filter, std::time::Duration::from_secs(600))
+        let timeout = std::time::Duration::from_secs(600);
+        insight::stats(&app.pool, &filter, timeout)
             .await
             .expect("warm-up");
-        for _ in 0..runs {
-            let t0 = Instant::now();
-            let s = insight::stats(&app.pool, &filter, std::time::Duration::from_secs(600))
+        let (best, median) = timed(runs, || async {
+            let s = insight::stats(&app.pool, &filter, timeout)
                 .await
                 .expect("stats");
-            times.push(t0.elapsed());
             assert!(s.overall.total > 0);
-        }
-        times.sort();
-        println!(
-            "{label}: best {:.1?}, median {:.1?} over {runs} runs ({n} sagas)",
-            times[0],
-            times[runs / 2]
-        );
+        })
+        .await;
+        println!("{label}: best {best:.1?}, median {median:.1?} over {runs} runs ({n} sagas)");
     }
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let t0 = Instant::now();
+    let (best, median) = timed(runs, || async {
         let types = insight::counts_by_type(&app.pool).await.expect("types");
-        times.push(t0.elapsed());
         assert!(!types.is_empty());
-    }
-    times.sort();
-    println!(
-        "saga types: best {:.1?}, median {:.1?}",
-        times[0],
-        times[runs / 2]
-    );
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let t0 = Instant::now();
+    })
+    .await;
+    println!("saga types: best {best:.1?}, median {median:.1?}");
+    let (best, median) = timed(runs, || async {
         insight::gauge_counts(&app.pool, &policy(), Utc::now())
             .await
             .expect("gauges");
+    })
+    .await;
+    println!("gauge counts: best {best:.1?}, median {median:.1?}");
+}
+
+/// Best and median wall time of `runs` calls of `f`.
+async fn timed<F, Fut>(runs: usize, mut f: F) -> (std::time::Duration, std::time::Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        f().await;
         times.push(t0.elapsed());
     }
     times.sort();
-    println!(
-        "gauge counts: best {:.1?}, median {:.1?}",
-        times[0],
-        times[runs / 2]
-    );
+    (times[0], times[runs / 2])
 }

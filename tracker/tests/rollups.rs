@@ -22,10 +22,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use saga_tracker::store::insight::{self, Stats, StatsFilter};
 use saga_tracker::store::write::{is_permanent, write_batch, IncomingEvent};
 use saga_tracker::store::{retention, rollup};
-use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
+use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use common::{migrated_pool, TestDb};
+use common::{migrated_pool, Saga, TestDb};
 
 /// A small deterministic generator (xorshift64*), so a failure replays with its seed.
 struct Rng(u64);
@@ -53,41 +53,6 @@ fn base() -> DateTime<Utc> {
         .expect("valid date")
 }
 
-/// Event `n` of saga `saga` (of type `saga_type`).
-fn event(
-    (saga, n, saga_type): (usize, usize, &str),
-    step: &str,
-    status: StepStatus,
-    saga_status: Option<SagaStatus>,
-    at: DateTime<Utc>,
-    service: &str,
-) -> IncomingEvent {
-    IncomingEvent {
-        event: SagaEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: format!("r{saga}-{n}"),
-            saga_id: format!("r{saga}"),
-            saga_type: saga_type.to_owned(),
-            step: step.to_owned(),
-            step_status: status,
-            saga_status,
-            occurred_at: at,
-            service: service.to_owned(),
-            sequence: Some(n as i64),
-            business_key: None,
-            trace_id: None,
-            span_id: None,
-            error: (status == StepStatus::Failed).then(|| StepError {
-                code: "E".to_owned(),
-                message: "failed".to_owned(),
-            }),
-            metadata: None,
-        },
-        received_at: at,
-        source: None,
-    }
-}
-
 /// `sagas` sagas over six hours: completed, failed, compensated (fully or not), running;
 /// 10 % get a late event an hour or two before their start. Shuffled, with 5 % duplicates.
 fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
@@ -96,19 +61,17 @@ fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
     for i in 0..sagas {
         let ty = ["ORDER", "REFUND", "TRANSFER"][i % 3];
         let mut at = base() + Duration::milliseconds(rng.below(6 * 3_600_000) as i64);
-        let mut n = 0;
-        let mut push =
-            |out: &mut Vec<IncomingEvent>, rng: &mut Rng, step: &str, st, saga_st, at| {
-                n += 1;
-                let svc = SERVICES[rng.below(SERVICES.len() as u64) as usize];
-                out.push(event((i, n, ty), step, st, saga_st, at, svc));
-            };
+        let mut saga = Saga::new(&format!("r{i}"), ty);
+        let push = |saga: Saga, rng: &mut Rng, step: &str, st, saga_st, at| {
+            let svc = SERVICES[rng.below(SERVICES.len() as u64) as usize];
+            saga.ev(step, st, at, svc, saga_st)
+        };
         let planned = 1 + rng.below(steps.len() as u64) as usize;
         let mut done = Vec::new();
         let mut failed = false;
         for (k, step) in steps.iter().take(planned).enumerate() {
-            push(
-                &mut out,
+            saga = push(
+                saga,
                 rng,
                 step,
                 StepStatus::Started,
@@ -121,8 +84,8 @@ fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
                 break; // left running
             }
             if rng.chance(12) {
-                push(
-                    &mut out,
+                saga = push(
+                    saga,
                     rng,
                     step,
                     StepStatus::Failed,
@@ -134,21 +97,15 @@ fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
             }
             let last = k + 1 == planned;
             let saga_st = last.then_some(SagaStatus::Completed);
-            push(&mut out, rng, step, StepStatus::Succeeded, saga_st, at);
+            saga = push(saga, rng, step, StepStatus::Succeeded, saga_st, at);
             done.push(*step);
         }
         if failed && !done.is_empty() && rng.chance(70) {
             let finish = rng.chance(80);
             for (k, step) in done.iter().rev().enumerate() {
                 at += Duration::milliseconds(rng.below(5_000) as i64 + 1);
-                push(
-                    &mut out,
-                    rng,
-                    step,
-                    StepStatus::Compensating,
-                    Some(SagaStatus::Compensating),
-                    at,
-                );
+                let st = Some(SagaStatus::Compensating);
+                saga = push(saga, rng, step, StepStatus::Compensating, st, at);
                 if !finish && k == 0 {
                     break;
                 }
@@ -159,27 +116,14 @@ fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
                 } else {
                     SagaStatus::Compensating
                 };
-                push(
-                    &mut out,
-                    rng,
-                    step,
-                    StepStatus::Compensated,
-                    Some(saga_st),
-                    at,
-                );
+                saga = push(saga, rng, step, StepStatus::Compensated, Some(saga_st), at);
             }
         }
         if rng.chance(10) {
             let early = base() - Duration::minutes(30 + rng.below(90) as i64);
-            push(
-                &mut out,
-                rng,
-                "PRECHECK",
-                StepStatus::Succeeded,
-                None,
-                early,
-            );
+            saga = push(saga, rng, "PRECHECK", StepStatus::Succeeded, None, early);
         }
+        out.extend(saga.events);
     }
     // Fisher–Yates, then duplicates spread through the stream.
     for i in (1..out.len()).rev() {

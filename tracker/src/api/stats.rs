@@ -88,7 +88,9 @@ pub struct Rates {
     pub compensation: Option<f64>,
 }
 
-/// p50, p95 and p99 of a duration in milliseconds (interpolated: `percentile_cont`).
+/// p50, p95 and p99 of a duration in milliseconds, estimated from log-scale histograms with
+/// 8 buckets per doubling and interpolated between ranks like `percentile_cont`: within 9 %
+/// of the exact value, and exact when the rank falls in a bucket holding one distinct value.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Percentiles {
     pub p50: f64,
@@ -170,8 +172,9 @@ pub struct SagaTypeCounts {
 /// per step, the most failing steps, and compensation success and time.
 ///
 /// Filters narrow the sagas counted (AND): `sagaType`, `startedAfter`/`startedBefore`
-/// (half-open `[after, before)` on `startedAt`) and `service`. Everything is computed in the
-/// database from one snapshot.
+/// (half-open `[after, before)` on `startedAt`) and `service`. Counts are exact: the
+/// database sums hourly rollups kept by the ingest transaction, plus the partial hours at
+/// the ends of a time window computed from the sagas themselves, from one snapshot.
 #[utoipa::path(
     get,
     path = "/api/v1/stats",
@@ -183,7 +186,7 @@ pub struct SagaTypeCounts {
         (status = 400, description = "A parameter is malformed, out of range or unknown",
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the query ran past `http.stats_timeout_ms` (type `query-timeout`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stats(

@@ -369,7 +369,7 @@ pub async fn stats(
             table: "stats_hourly_durations",
             columns: "saga_type, step, kind::text as kind, bucket, count, sum_us",
             edge_rows: &rollup::duration_rows("edge"),
-            edge_columns: "c.saga_type, c.step, c.kind::text, c.bucket, 1::bigint as count, \
+            edge_columns: "c.saga_type, c.step, c.kind::text, c.bucket, c.n as count, \
                            c.us as sum_us",
             group: "saga_type, step, kind, bucket",
             aggregates: "sum(count)::bigint as count, sum(sum_us)::float8 / 1000 as sum_ms",

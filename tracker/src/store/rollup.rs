@@ -117,7 +117,7 @@ fn bucket_of(d: &str) -> String {
 }
 
 const HOUR: &str = "date_trunc('hour', s.started_at, 'UTC')";
-const SERVICES: &str = "cross join lateral unnest(array['']::text[] || s.services) as k(service)";
+const SERVICES: &str = "cross join lateral unnest(array['']::text[] || x.services) as k(service)";
 
 /// A set of sagas and their events, each as a `select` of [`SAGA_COLUMNS`] /
 /// [`EVENT_COLUMNS`]. The events query may refer to the sagas as `{prefix}_s`.
@@ -142,45 +142,62 @@ pub fn source_ctes(prefix: &str, source: Source<'_>) -> String {
 }
 
 /// The count contributions of `{prefix}_s`/`{prefix}_steps`: columns `service, hour,
-/// saga_type, step` and then [`COUNTS`], one row per saga/step and service key.
+/// saga_type, step` and then [`COUNTS`].
+///
+/// Sagas are summed per hour, type, step and *set of services* before each set is expanded
+/// into its service keys: sagas of one type nearly always share a set, so a rebuild expands
+/// a few thousand sums instead of every saga (1M sagas: 176 s → see docs/BENCHMARKS.md).
 pub fn count_rows(prefix: &str) -> String {
+    let sums = COUNTS
+        .map(|c| format!("sum({c})::bigint as {c}"))
+        .join(", ");
+    let columns = COUNTS.map(|c| format!("x.{c}")).join(", ");
     format!(
-        "select k.service, {HOUR} as hour, s.saga_type, ''::text as step, \
-           1 as total, \
-           (s.status = 'STARTED')::int as started, \
-           (s.status = 'IN_PROGRESS')::int as in_progress, \
-           (s.status = 'COMPLETED')::int as completed, \
-           (s.status = 'FAILED')::int as failed, \
-           (s.status = 'COMPENSATING')::int as compensating, \
-           (s.status = 'COMPENSATED')::int as compensated, \
-           (s.compensation_started_at is not null)::int as compensation_started, \
-           (s.compensation_started_at is not null and s.status = 'FAILED')::int \
-             as compensation_failed \
-         from {prefix}_s s {SERVICES} \
-         union all \
-         select k.service, {HOUR}, s.saga_type, p.step, 1, 0, 0, 0, p.failed::int, 0, 0, 0, 0 \
-         from {prefix}_s s join {prefix}_steps p on p.saga_id = s.saga_id {SERVICES}"
+        "select k.service, x.hour, x.saga_type, x.step, {columns} from ( \
+           select hour, saga_type, step, services, {sums} from ( \
+             select {HOUR} as hour, s.saga_type, ''::text as step, s.services, \
+               1 as total, \
+               (s.status = 'STARTED')::int as started, \
+               (s.status = 'IN_PROGRESS')::int as in_progress, \
+               (s.status = 'COMPLETED')::int as completed, \
+               (s.status = 'FAILED')::int as failed, \
+               (s.status = 'COMPENSATING')::int as compensating, \
+               (s.status = 'COMPENSATED')::int as compensated, \
+               (s.compensation_started_at is not null)::int as compensation_started, \
+               (s.compensation_started_at is not null and s.status = 'FAILED')::int \
+                 as compensation_failed \
+             from {prefix}_s s \
+             union all \
+             select {HOUR}, s.saga_type, p.step, s.services, 1, 0, 0, 0, p.failed::int, \
+               0, 0, 0, 0 \
+             from {prefix}_s s join {prefix}_steps p on p.saga_id = s.saga_id) r \
+           group by hour, saga_type, step, services) x {SERVICES}"
     )
 }
 
 /// The duration contributions of `{prefix}_s`/`{prefix}_steps`: columns `service, hour,
-/// saga_type, step, kind, bucket, us`, one row per duration and service key.
+/// saga_type, step, kind, bucket, n, us` — `n` durations summing to `us` µs — summed per
+/// set of services before the expansion, like [`count_rows`].
 pub fn duration_rows(prefix: &str) -> String {
     let saga = bucket_of("s.duration_ms * 1000");
     let compensation = bucket_of("s.compensation_duration_ms * 1000");
     let step = bucket_of("p.duration_us");
     format!(
-        "select k.service, {HOUR} as hour, s.saga_type, ''::text as step, 's'::\"char\" as kind, \
-           {saga} as bucket, s.duration_ms * 1000 as us \
-         from {prefix}_s s {SERVICES} where s.duration_ms is not null \
-         union all \
-         select k.service, {HOUR}, s.saga_type, '', 'c', {compensation}, \
-           s.compensation_duration_ms * 1000 \
-         from {prefix}_s s {SERVICES} where s.compensation_duration_ms is not null \
-         union all \
-         select k.service, {HOUR}, s.saga_type, p.step, 't', {step}, p.duration_us \
-         from {prefix}_s s join {prefix}_steps p on p.saga_id = s.saga_id {SERVICES} \
-         where p.duration_us is not null"
+        "select k.service, x.hour, x.saga_type, x.step, x.kind, x.bucket, x.n, x.us from ( \
+           select hour, saga_type, step, kind, bucket, services, count(*) as n, \
+             sum(us)::bigint as us from ( \
+             select {HOUR} as hour, s.saga_type, ''::text as step, 's'::\"char\" as kind, \
+               {saga} as bucket, s.services, s.duration_ms * 1000 as us \
+             from {prefix}_s s where s.duration_ms is not null \
+             union all \
+             select {HOUR}, s.saga_type, '', 'c', {compensation}, s.services, \
+               s.compensation_duration_ms * 1000 \
+             from {prefix}_s s where s.compensation_duration_ms is not null \
+             union all \
+             select {HOUR}, s.saga_type, p.step, 't', {step}, s.services, p.duration_us \
+             from {prefix}_s s join {prefix}_steps p on p.saga_id = s.saga_id \
+             where p.duration_us is not null) r \
+           group by hour, saga_type, step, kind, bucket, services) x {SERVICES}"
     )
 }
 
@@ -213,7 +230,8 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
         ));
         duration_parts.push(
             "select 0 as sign, ''::text as service, now() as hour, ''::text as saga_type, \
-             ''::text as step, 's'::\"char\" as kind, 0::smallint as bucket, 0::bigint as us \
+             ''::text as step, 's'::\"char\" as kind, 0::smallint as bucket, 0::bigint as n, \
+             0::bigint as us \
              where false"
                 .to_owned(),
         );
@@ -238,10 +256,10 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
            on conflict ({keys}) do update set {increments} \
            returning 1), \
          duration_delta as ( \
-           select {keys}, kind, bucket, sum(sign)::bigint as count, \
+           select {keys}, kind, bucket, sum(sign * n)::bigint as count, \
              sum(sign * us)::bigint as sum_us \
            from ({dparts}) x group by {keys}, kind, bucket \
-           having (sum(sign), sum(sign * us)) <> (0, 0)), \
+           having (sum(sign * n), sum(sign * us)) <> (0, 0)), \
          rollup_durations as ( \
            insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_us) \
            select {keys}, kind, bucket, count, sum_us from duration_delta \

@@ -1,12 +1,16 @@
 //! Shared by the in-process integration tests: a throwaway database per test on the real
 //! PostgreSQL server named by `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`,
 //! trust auth), so tests run in parallel without seeing each other's rows; and librdkafka's
-//! mock cluster.
+//! mock cluster; and a builder of a saga's events.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use saga_tracker::store::write::IncomingEvent;
+use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -151,4 +155,57 @@ pub fn mock_cluster(topics: &[(&str, i32)]) -> (rdkafka::producer::FutureProduce
         mock.bootstrap_servers()
     };
     (producer, bootstrap)
+}
+
+/// Builds one saga's events with a running sequence number.
+pub struct Saga {
+    pub id: String,
+    pub saga_type: String,
+    pub events: Vec<IncomingEvent>,
+}
+
+impl Saga {
+    pub fn new(id: &str, saga_type: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            saga_type: saga_type.to_owned(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn ev(
+        mut self,
+        step: &str,
+        status: StepStatus,
+        at: DateTime<Utc>,
+        service: &str,
+        saga_status: Option<SagaStatus>,
+    ) -> Self {
+        let n = self.events.len() as i64 + 1;
+        self.events.push(IncomingEvent {
+            event: SagaEvent {
+                schema_version: SCHEMA_VERSION,
+                event_id: format!("{}-{n}", self.id),
+                saga_id: self.id.clone(),
+                saga_type: self.saga_type.clone(),
+                step: step.to_owned(),
+                step_status: status,
+                saga_status,
+                occurred_at: at,
+                service: service.to_owned(),
+                sequence: Some(n),
+                business_key: None,
+                trace_id: None,
+                span_id: None,
+                error: (status == StepStatus::Failed).then(|| StepError {
+                    code: "E".to_owned(),
+                    message: "failed".to_owned(),
+                }),
+                metadata: None,
+            },
+            received_at: at,
+            source: None,
+        });
+        self
+    }
 }
