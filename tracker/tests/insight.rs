@@ -364,7 +364,7 @@ async fn a_statistics_query_past_its_time_limit_is_a_503_not_a_hung_request() {
     // Another session holds the rollups (as a long maintenance statement would): the
     // statistics query waits on the lock until its statement timeout cancels it.
     let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("lock table stats_hourly in access exclusive mode")
+    sqlx::query("lock table stats_hourly, stats_daily in access exclusive mode")
         .execute(&mut *blocker)
         .await
         .expect("lock");

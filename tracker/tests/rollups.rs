@@ -53,14 +53,14 @@ fn base() -> DateTime<Utc> {
         .expect("valid date")
 }
 
-/// `sagas` sagas over six hours: completed, failed, compensated (fully or not), running;
+/// `sagas` sagas over 60 hours (three days): completed, failed, compensated (fully or not), running;
 /// 10 % get a late event an hour or two before their start. Shuffled, with 5 % duplicates.
 fn stream(rng: &mut Rng, sagas: usize) -> Vec<IncomingEvent> {
     let steps = ["RESERVE", "PAY", "SHIP", "NOTIFY"];
     let mut out = Vec::new();
     for i in 0..sagas {
         let ty = ["ORDER", "REFUND", "TRANSFER"][i % 3];
-        let mut at = base() + Duration::milliseconds(rng.below(6 * 3_600_000) as i64);
+        let mut at = base() + Duration::milliseconds(rng.below(60 * 3_600_000) as i64);
         let mut saga = Saga::new(&format!("r{i}"), ty);
         let push = |saga: Saga, rng: &mut Rng, step: &str, st, saga_st, at| {
             let svc = SERVICES[rng.below(SERVICES.len() as u64) as usize];
@@ -179,9 +179,11 @@ async fn rollup_rows(pool: &PgPool) -> Vec<String> {
     let mut rows: Vec<String> = sqlx::query_scalar(
         "select row_to_json(t)::text from stats_hourly t where total <> 0 \
          union all \
-         select json_build_array(service, hour, saga_type, step, kind, bucket, count, \
-                                 sum_us)::text \
-         from stats_hourly_durations where count <> 0",
+         select row_to_json(t)::text from stats_daily t where total <> 0 \
+         union all \
+         select row_to_json(t)::text from stats_hourly_durations t where count <> 0 \
+         union all \
+         select row_to_json(t)::text from stats_daily_durations t where count <> 0",
     )
     .fetch_all(pool)
     .await
@@ -361,6 +363,18 @@ fn filters() -> Vec<StatsFilter> {
             started_before: at(192),
             ..StatsFilter::default()
         },
+        // Partial hours, hours of a partial day, a whole day, and back.
+        StatsFilter {
+            started_after: at(37),
+            started_before: at(53 * 60 + 12),
+            ..StatsFilter::default()
+        },
+        StatsFilter {
+            service: Some("svc-a".to_owned()),
+            started_after: at(23 * 60 + 5),
+            started_before: at(49 * 60),
+            ..StatsFilter::default()
+        },
         // Inside one hour.
         StatsFilter {
             started_after: at(65),
@@ -391,7 +405,7 @@ async fn incremental_rollups_equal_a_rebuild_and_the_stats_equal_direct_queries(
         .unwrap_or(0x5eed_2026_u64);
     println!("seed {seed} (set ROLLUP_TEST_SEED to replay)");
     let mut rng = Rng(seed);
-    let events = stream(&mut rng, 400);
+    let events = stream(&mut rng, 600);
     ingest_concurrently(&pool, &mut rng, events).await;
 
     let moved: i64 = sqlx::query_scalar("select count(*) from sagas where started_at < $1")
@@ -442,10 +456,13 @@ async fn migrate_backfills_rollups_for_sagas_stored_before_they_existed() {
     assert!(!before.is_empty());
 
     // A database upgraded from a version without rollups: sagas, no rollups, no version.
-    sqlx::query("truncate stats_hourly, stats_hourly_durations, stats_rollup_version")
-        .execute(&pool)
-        .await
-        .expect("empty the rollups");
+    sqlx::query(
+        "truncate stats_hourly, stats_hourly_durations, stats_daily, stats_daily_durations, \
+         stats_rollup_version",
+    )
+    .execute(&pool)
+    .await
+    .expect("empty the rollups");
     assert!(insight::stats(
         &pool,
         &StatsFilter::default(),

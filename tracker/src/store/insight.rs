@@ -1,10 +1,11 @@
 //! Aggregate queries: statistics, counts per saga type, and the numbers behind the
 //! active/stuck gauges.
 //!
-//! Statistics are sums of the rollups the ingest transaction keeps ([`rollup`]): their cost
-//! grows with hours × saga types × steps × duration buckets, not with the number of sagas.
-//! The partial hours at the ends of a time filter are computed from the stored sagas with
-//! the same contribution SQL, so a filter is exact to the microsecond. The gauges read the
+//! Statistics are sums of the rollups the ingest transaction keeps ([`rollup`]): whole days
+//! from the daily tables, whole hours around them from the hourly ones. Their cost grows
+//! with days × saga types × steps × duration buckets, not with the number of sagas. The
+//! partial hours at the ends of a time filter are computed from the stored sagas with the
+//! same contribution SQL, so a filter is exact to the microsecond. The gauges read the
 //! small partial indexes over running and failed sagas. Everything is summed by PostgreSQL
 //! and comes back as a few small rows: no saga or event row is loaded into the tracker for
 //! these. Each function reads one snapshot, so its numbers agree with one another.
@@ -120,59 +121,85 @@ pub struct Stats {
     pub steps: Vec<StepStats>,
 }
 
-/// `[from, to)` on the rollups' `hour`, either end open.
-type HourRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// `[from, to)` on a rollup period (an hour or a day), either end open.
+type PeriodRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-/// How a statistics query is answered: whole hours from the rollups, the partial hours at
-/// either end of a time filter from the sagas themselves (with the same contribution SQL).
+/// How a statistics query is answered: whole days from the daily rollups, whole hours
+/// around them from the hourly ones, and the partial hours at either end of a time filter
+/// from the sagas themselves (with the same contribution SQL).
 #[derive(Debug, Clone, PartialEq)]
 struct Plan {
-    /// `[from, to)` on the rollups' `hour`; `None` when the window lies inside one hour.
-    rollup: Option<HourRange>,
+    /// `[from, to)` on `stats_daily.day`; `None` when the window holds no whole day.
+    daily: Option<PeriodRange>,
+    /// `[from, to)` ranges on `stats_hourly.hour`.
+    hourly: Vec<PeriodRange>,
     /// `[from, to)` ranges of `started_at` computed from the stored sagas.
     edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+fn floor_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
+    t.duration_trunc(unit).unwrap_or(t)
 }
 
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = floor_hour(t);
+fn ceil_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
+    let floor = floor_to(t, unit);
     if floor == t {
         t
     } else {
-        floor + TimeDelta::hours(1)
+        floor + unit
     }
 }
 
 impl Plan {
     fn new(after: Option<DateTime<Utc>>, before: Option<DateTime<Utc>>) -> Self {
-        let from = after.map(ceil_hour);
-        let to = before.map(floor_hour);
-        if let (Some(a), Some(b), Some(from), Some(to)) = (after, before, from, to) {
-            if from >= to {
-                return Self {
-                    rollup: None,
-                    edges: if a < b { vec![(a, b)] } else { Vec::new() },
-                };
+        let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
+        let empty = Self {
+            daily: None,
+            hourly: Vec::new(),
+            edges: Vec::new(),
+        };
+        // Whole hours [h1, h2); open ends stay open.
+        let h1 = after.map(|t| ceil_to(t, hour));
+        let h2 = before.map(|t| floor_to(t, hour));
+        if let (Some(a), Some(b), Some(h1), Some(h2)) = (after, before, h1, h2) {
+            if h1 >= h2 {
+                // Inside one hour, or across one boundary with no whole hour.
+                let edges = if a < b { vec![(a, b)] } else { Vec::new() };
+                return Self { edges, ..empty };
             }
         }
-        let mut edges = Vec::new();
-        if let (Some(a), Some(from)) = (after, from) {
-            if a < from {
-                edges.push((a, from));
+        let mut plan = empty;
+        if let (Some(a), Some(h1)) = (after, h1) {
+            if a < h1 {
+                plan.edges.push((a, h1));
             }
         }
-        if let (Some(b), Some(to)) = (before, to) {
-            if to < b {
-                edges.push((to, b));
+        if let (Some(b), Some(h2)) = (before, h2) {
+            if h2 < b {
+                plan.edges.push((h2, b));
             }
         }
-        Self {
-            rollup: Some((from, to)),
-            edges,
+        // Whole days [d1, d2) inside the whole hours.
+        let d1 = h1.map(|t| ceil_to(t, day));
+        let d2 = h2.map(|t| floor_to(t, day));
+        if let (Some(d1), Some(d2)) = (d1, d2) {
+            if d1 >= d2 {
+                plan.hourly.push((h1, h2));
+                return plan;
+            }
         }
+        plan.daily = Some((d1, d2));
+        if let (Some(h1), Some(d1)) = (h1, d1) {
+            if h1 < d1 {
+                plan.hourly.push((Some(h1), Some(d1)));
+            }
+        }
+        if let (Some(h2), Some(d2)) = (h2, d2) {
+            if d2 < h2 {
+                plan.hourly.push((Some(d2), Some(h2)));
+            }
+        }
+        plan
     }
 }
 
@@ -238,21 +265,22 @@ fn push_edge_ctes(qb: &mut QueryBuilder<'_, Postgres>, plan: &Plan, filter: &Sta
     ));
 }
 
-/// Pushes `select {columns} from {table} where service = … and hour … and saga_type = …`.
+/// Pushes `select {columns} from {table} where service = … and {period} … and saga_type
+/// = …`.
 fn push_rollup_select(
     qb: &mut QueryBuilder<'_, Postgres>,
     columns: &str,
-    table: &str,
-    range: HourRange,
+    (table, period): (&str, &str),
+    range: PeriodRange,
     filter: &StatsFilter,
 ) {
     qb.push(format!("select {columns} from {table} where service = "))
         .push_bind(filter.service.clone().unwrap_or_default());
     if let Some(from) = range.0 {
-        qb.push(" and hour >= ").push_bind(from);
+        qb.push(format!(" and {period} >= ")).push_bind(from);
     }
     if let Some(to) = range.1 {
-        qb.push(" and hour < ").push_bind(to);
+        qb.push(format!(" and {period} < ")).push_bind(to);
     }
     if let Some(t) = &filter.saga_type {
         qb.push(" and saga_type = ").push_bind(t.clone());
@@ -272,10 +300,11 @@ fn push_edge_select(
     .push_bind(filter.service.clone().unwrap_or_default());
 }
 
-/// One summed query: `select {group}, {aggregates} from (<{columns} of the rollup rows of
-/// {table}> union all <{edge_columns} of {edge_rows}>) x group by {group}`.
+/// One summed query: `select {group}, {aggregates} from (<{columns} of the daily and hourly
+/// rollup rows> union all <{edge_columns} of {edge_rows}>) x group by {group}`.
 struct Summed<'s> {
-    table: &'s str,
+    /// The hourly and the daily table.
+    tables: (&'s str, &'s str),
     columns: &'s str,
     edge_rows: &'s str,
     edge_columns: &'s str,
@@ -289,7 +318,7 @@ fn summed_query<'a>(
     q: Summed<'_>,
 ) -> QueryBuilder<'a, Postgres> {
     let Summed {
-        table,
+        tables,
         columns,
         edge_rows,
         edge_columns,
@@ -299,21 +328,28 @@ fn summed_query<'a>(
     let mut qb = QueryBuilder::new("");
     push_edge_ctes(&mut qb, plan, filter);
     qb.push(format!("select {group}, {aggregates} from ("));
-    let mut first = true;
-    if let Some(range) = plan.rollup {
-        push_rollup_select(&mut qb, columns, table, range, filter);
-        first = false;
-    }
-    if !plan.edges.is_empty() {
-        if !first {
+    let mut parts = 0;
+    let mut union = |qb: &mut QueryBuilder<'_, Postgres>| {
+        if parts > 0 {
             qb.push(" union all ");
         }
-        push_edge_select(&mut qb, edge_columns, edge_rows, filter);
-        first = false;
+        parts += 1;
+    };
+    if let Some(range) = plan.daily {
+        union(&mut qb);
+        push_rollup_select(&mut qb, columns, (tables.1, "day"), range, filter);
     }
-    if first {
-        // Empty time window: no hour and no edge.
-        qb.push(format!("select {columns} from {table} where false"));
+    for range in &plan.hourly {
+        union(&mut qb);
+        push_rollup_select(&mut qb, columns, (tables.0, "hour"), *range, filter);
+    }
+    if !plan.edges.is_empty() {
+        union(&mut qb);
+        push_edge_select(&mut qb, edge_columns, edge_rows, filter);
+    }
+    if parts == 0 {
+        // Empty time window: no day, no hour and no edge.
+        qb.push(format!("select {columns} from {} where false", tables.0));
     }
     qb.push(format!(") x group by {group}"));
     qb
@@ -347,7 +383,7 @@ pub async fn stats(
         &plan,
         filter,
         Summed {
-            table: "stats_hourly",
+            tables: ("stats_hourly", "stats_daily"),
             columns: &format!("saga_type, step, {counts}"),
             edge_rows: &rollup::count_rows("edge"),
             edge_columns: &format!(
@@ -366,7 +402,7 @@ pub async fn stats(
         &plan,
         filter,
         Summed {
-            table: "stats_hourly_durations",
+            tables: ("stats_hourly_durations", "stats_daily_durations"),
             columns: "saga_type, step, kind::text as kind, bucket, count, sum_us",
             edge_rows: &rollup::duration_rows("edge"),
             edge_columns: "c.saga_type, c.step, c.kind::text, c.bucket, c.n as count, \
@@ -484,10 +520,10 @@ fn assemble(rows: Vec<CountRow>, durations: Vec<DurationRow>) -> Stats {
 }
 
 /// `(saga_type, status, count)` for every type and status present, ordered by type: the
-/// all-services saga rows of the rollups, summed over every hour.
+/// all-services saga rows of the daily rollups, summed over every day.
 pub async fn counts_by_type(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     let rows: Vec<CountRow> = sqlx::query_as(&format!(
-        "select saga_type, step, {} from stats_hourly where service = '' and step = '' \
+        "select saga_type, step, {} from stats_daily where service = '' and step = '' \
          group by saga_type, step order by saga_type",
         COUNT_COLUMNS
             .map(|c| format!("sum({c})::bigint as {c}"))
@@ -585,4 +621,59 @@ pub async fn gauge_counts(
     }
     out.stuck.retain(|(_, _, n)| *n > 0);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, m, 0)
+            .single()
+            .expect("valid")
+    }
+
+    #[test]
+    fn a_window_is_cut_into_days_hours_and_partial_hours() {
+        // 1 Nov 22:30 → 4 Nov 01:15: a partial hour, one whole hour, two whole days, one
+        // whole hour, a partial hour.
+        let p = Plan::new(Some(at(1, 22, 30)), Some(at(4, 1, 15)));
+        assert_eq!(p.daily, Some((Some(at(2, 0, 0)), Some(at(4, 0, 0)))));
+        assert_eq!(
+            p.hourly,
+            [
+                (Some(at(1, 23, 0)), Some(at(2, 0, 0))),
+                (Some(at(4, 0, 0)), Some(at(4, 1, 0)))
+            ]
+        );
+        assert_eq!(
+            p.edges,
+            [(at(1, 22, 30), at(1, 23, 0)), (at(4, 1, 0), at(4, 1, 15))]
+        );
+    }
+
+    #[test]
+    fn short_aligned_and_open_windows() {
+        // Inside one hour: only the sagas themselves.
+        let p = Plan::new(Some(at(1, 10, 5)), Some(at(1, 10, 50)));
+        assert_eq!((p.daily, p.hourly.len()), (None, 0));
+        assert_eq!(p.edges, [(at(1, 10, 5), at(1, 10, 50))]);
+        // Whole hours within one day: hourly only.
+        let p = Plan::new(Some(at(1, 10, 0)), Some(at(1, 13, 0)));
+        assert_eq!(p.daily, None);
+        assert_eq!(p.hourly, [(Some(at(1, 10, 0)), Some(at(1, 13, 0)))]);
+        assert!(p.edges.is_empty());
+        // No filter: every day.
+        let p = Plan::new(None, None);
+        assert_eq!(p.daily, Some((None, None)));
+        assert!(p.hourly.is_empty() && p.edges.is_empty());
+        // Open end: the days from the first whole one on.
+        let p = Plan::new(Some(at(1, 10, 0)), None);
+        assert_eq!(p.daily, Some((Some(at(2, 0, 0)), None)));
+        assert_eq!(p.hourly, [(Some(at(1, 10, 0)), Some(at(2, 0, 0)))]);
+        // Empty window.
+        let p = Plan::new(Some(at(1, 10, 0)), Some(at(1, 10, 0)));
+        assert_eq!((p.daily, p.hourly.len(), p.edges.len()), (None, 0, 0));
+    }
 }

@@ -201,6 +201,54 @@ pub fn duration_rows(prefix: &str) -> String {
     )
 }
 
+/// The four rollup tables: (table, period column, true for histograms).
+const TABLES: [(&str, &str, bool); 4] = [
+    ("stats_hourly", "hour", false),
+    ("stats_daily", "day", false),
+    ("stats_hourly_durations", "hour", true),
+    ("stats_daily_durations", "day", true),
+];
+
+/// CTEs `rollup_counts`, `rollup_counts_daily`, `rollup_durations`,
+/// `rollup_durations_daily` that add the rows of four `select`s (in [`TABLES`] order; the
+/// columns of the table, by name) to the rollups, each in key order so that two writers
+/// lock shared rows in the same order.
+fn upsert_ctes(selects: [&str; 4]) -> String {
+    let names = [
+        "rollup_counts",
+        "rollup_counts_daily",
+        "rollup_durations",
+        "rollup_durations_daily",
+    ];
+    let mut out = Vec::new();
+    for ((name, (table, period, histogram)), select) in names.iter().zip(TABLES).zip(selects) {
+        let keys = format!("service, {period}, saga_type, step");
+        let (conflict, columns, set) = if histogram {
+            (
+                format!("{keys}, kind, bucket"),
+                "count, sum_us".to_owned(),
+                "count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us".to_owned(),
+            )
+        } else {
+            (
+                keys.clone(),
+                COUNTS.join(", "),
+                COUNTS
+                    .map(|c| format!("{c} = t.{c} + excluded.{c}"))
+                    .join(", "),
+            )
+        };
+        out.push(format!(
+            "{name} as ( \
+               insert into {table} as t ({conflict}, {columns}) \
+               select {conflict}, {columns} from ({select}) x order by {conflict} \
+               on conflict ({conflict}) do update set {set} \
+               returning 1)"
+        ));
+    }
+    out.join(", ")
+}
+
 /// CTEs (comma-separated, without `with`) that add the contributions of `plus` and
 /// subtract those of `minus` from the rollup tables, net per row, in key order (two writers
 /// lock shared rows in the same order). A `select` after them may read `rollup_counts` and
@@ -242,33 +290,37 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
         .join(", ");
     let nonzero = COUNTS.map(|c| format!("sum(sign * {c})")).join(", ");
     let zeros = COUNTS.map(|_| "0").join(", ");
-    let columns = COUNTS.join(", ");
-    let increments = COUNTS
-        .map(|c| format!("{c} = t.{c} + excluded.{c}"))
+    let day_sums = COUNTS
+        .map(|c| format!("sum({c})::bigint as {c}"))
         .join(", ");
+    let day_nonzero = COUNTS.map(|c| format!("sum({c})")).join(", ");
+    let day_keys = "service, date_trunc('day', hour, 'UTC') as day, saga_type, step";
     ctes.push(format!(
-        "count_delta as ( \
+        "count_delta as materialized ( \
            select {keys}, {sums} from ({parts}) x group by {keys} \
            having ({nonzero}) <> ({zeros})), \
-         rollup_counts as ( \
-           insert into stats_hourly as t ({keys}, {columns}) \
-           select {keys}, {columns} from count_delta order by {keys} \
-           on conflict ({keys}) do update set {increments} \
-           returning 1), \
-         duration_delta as ( \
+         count_delta_day as ( \
+           select {day_keys}, {day_sums} from count_delta group by 1, 2, 3, 4 \
+           having ({day_nonzero}) <> ({zeros})), \
+         duration_delta as materialized ( \
            select {keys}, kind, bucket, sum(sign * n)::bigint as count, \
              sum(sign * us)::bigint as sum_us \
            from ({dparts}) x group by {keys}, kind, bucket \
            having (sum(sign * n), sum(sign * us)) <> (0, 0)), \
-         rollup_durations as ( \
-           insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_us) \
-           select {keys}, kind, bucket, count, sum_us from duration_delta \
-           order by {keys}, kind, bucket \
-           on conflict ({keys}, kind, bucket) do update \
-             set count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us \
-           returning 1)",
+         duration_delta_day as ( \
+           select {day_keys}, kind, bucket, sum(count)::bigint as count, \
+             sum(sum_us)::bigint as sum_us \
+           from duration_delta group by 1, 2, 3, 4, kind, bucket \
+           having (sum(count), sum(sum_us)) <> (0, 0)), \
+         {upserts}",
         parts = count_parts.join(" union all "),
         dparts = duration_parts.join(" union all "),
+        upserts = upsert_ctes([
+            "select * from count_delta",
+            "select * from count_delta_day",
+            "select * from duration_delta",
+            "select * from duration_delta_day",
+        ]),
     ));
     ctes.join(", ")
 }
@@ -278,6 +330,11 @@ pub fn hour_of(started_at: DateTime<Utc>) -> DateTime<Utc> {
     started_at
         .duration_trunc(TimeDelta::hours(1))
         .unwrap_or(started_at)
+}
+
+/// The day an hour belongs to (UTC).
+pub fn day_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::days(1)).unwrap_or(t)
 }
 
 /// A saga as the rollups see it: the [`SAGA_COLUMNS`] of its row.
@@ -453,42 +510,69 @@ impl Delta {
         self.len() == (0, 0)
     }
 
-    /// Upserts the net change, in key order (two writers lock shared rows in the same
-    /// order), in one statement.
+    /// Upserts the net change into the hourly and daily rollups, in one statement.
     pub async fn apply(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
-        let counts: Vec<Value> = self
-            .counts
-            .iter()
-            .filter(|(_, c)| c.iter().any(|&n| n != 0))
-            .map(|((service, hour, saga_type, step), c)| {
-                let mut row = json!({
-                    "service": service, "hour": hour, "saga_type": saga_type, "step": step,
-                });
-                for (name, n) in COUNTS.iter().zip(c) {
-                    row[*name] = json!(n);
-                }
-                row
-            })
-            .collect();
-        let durations: Vec<Value> = self
-            .durations
-            .iter()
-            .filter(|(_, d)| **d != (0, 0))
-            .map(
-                |((service, hour, saga_type, step, kind, bucket), (count, sum))| {
-                    json!({
-                        "service": service, "hour": hour, "saga_type": saga_type, "step": step,
-                        "kind": kind.to_string(), "bucket": bucket, "count": count, "sum_us": sum,
-                    })
-                },
-            )
-            .collect();
+        let mut daily_counts: HashMap<CountKey, [i64; 9]> = HashMap::new();
+        for ((service, hour, saga_type, step), c) in &self.counts {
+            let key = (
+                service.clone(),
+                day_of(*hour),
+                saga_type.clone(),
+                step.clone(),
+            );
+            let d = daily_counts.entry(key).or_insert([0; 9]);
+            for (sum, n) in d.iter_mut().zip(c) {
+                *sum += n;
+            }
+        }
+        let mut daily_durations: HashMap<DurationKey, (i64, i64)> = HashMap::new();
+        for ((service, hour, saga_type, step, kind, bucket), (n, us)) in &self.durations {
+            let key = (
+                service.clone(),
+                day_of(*hour),
+                saga_type.clone(),
+                step.clone(),
+                *kind,
+                *bucket,
+            );
+            let d = daily_durations.entry(key).or_insert((0, 0));
+            d.0 += n;
+            d.1 += us;
+        }
+        let counts = |map: &HashMap<CountKey, [i64; 9]>, period: &str| -> Value {
+            map.iter()
+                .filter(|(_, c)| c.iter().any(|&n| n != 0))
+                .map(|((service, at, saga_type, step), c)| {
+                    let mut row = json!({"service": service, "saga_type": saga_type, "step": step});
+                    row[period] = json!(at);
+                    for (name, n) in COUNTS.iter().zip(c) {
+                        row[*name] = json!(n);
+                    }
+                    row
+                })
+                .collect()
+        };
+        let durations = |map: &HashMap<DurationKey, (i64, i64)>, period: &str| -> Value {
+            map.iter()
+                .filter(|(_, d)| **d != (0, 0))
+                .map(|((service, at, saga_type, step, kind, bucket), (n, us))| {
+                    let mut row = json!({
+                        "service": service, "saga_type": saga_type, "step": step,
+                        "kind": kind.to_string(), "bucket": bucket, "count": n, "sum_us": us,
+                    });
+                    row[period] = json!(at);
+                    row
+                })
+                .collect()
+        };
         sqlx::query(&UPSERT_DELTA)
-            .bind(Value::Array(counts))
-            .bind(Value::Array(durations))
+            .bind(counts(&self.counts, "hour"))
+            .bind(counts(&daily_counts, "day"))
+            .bind(durations(&self.durations, "hour"))
+            .bind(durations(&daily_durations, "day"))
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -496,30 +580,22 @@ impl Delta {
 }
 
 static UPSERT_DELTA: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let keys = "service, hour, saga_type, step";
-    let columns = COUNTS.join(", ");
-    let typed = COUNTS.map(|c| format!("{c} bigint")).join(", ");
-    let increments = COUNTS
-        .map(|c| format!("{c} = t.{c} + excluded.{c}"))
-        .join(", ");
+    let counts = COUNTS.map(|c| format!("{c} bigint")).join(", ");
+    let recordset = |n: usize, period: &str, columns: &str| {
+        format!(
+            "select * from jsonb_to_recordset(${n}) as r(service text, {period} timestamptz, \
+             saga_type text, step text, {columns})"
+        )
+    };
+    let histogram = "kind \"char\", bucket smallint, count bigint, sum_us bigint";
     format!(
-        "with counts as ( \
-           insert into stats_hourly as t ({keys}, {columns}) \
-           select {keys}, {columns} from jsonb_to_recordset($1) as x( \
-             service text, hour timestamptz, saga_type text, step text, {typed}) \
-           order by {keys} \
-           on conflict ({keys}) do update set {increments} \
-           returning 1), \
-         durations as ( \
-           insert into stats_hourly_durations as t ({keys}, kind, bucket, count, sum_us) \
-           select {keys}, kind, bucket, count, sum_us from jsonb_to_recordset($2) as x( \
-             service text, hour timestamptz, saga_type text, step text, kind \"char\", \
-             bucket smallint, count bigint, sum_us bigint) \
-           order by {keys}, kind, bucket \
-           on conflict ({keys}, kind, bucket) do update \
-             set count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us \
-           returning 1) \
-         select (select count(*) from counts), (select count(*) from durations)"
+        "with {} select 1",
+        upsert_ctes([
+            &recordset(1, "hour", &counts),
+            &recordset(2, "day", &counts),
+            &recordset(3, "hour", histogram),
+            &recordset(4, "day", histogram),
+        ])
     )
 });
 
@@ -559,15 +635,15 @@ pub fn subtract_doomed() -> String {
 /// removed or moved to another hour). Harmless to keep, so retention does this at the end of
 /// a pass rather than the ingest path on every batch.
 pub async fn prune_zero_rows(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let counts = sqlx::query("delete from stats_hourly where total = 0")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let durations = sqlx::query("delete from stats_hourly_durations where count = 0")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    Ok(counts + durations)
+    let mut removed = 0;
+    for (table, _, histogram) in TABLES {
+        let empty = if histogram { "count = 0" } else { "total = 0" };
+        removed += sqlx::query(&format!("delete from {table} where {empty}"))
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
 }
 
 /// What a rebuild did.
@@ -589,9 +665,11 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     sqlx::query("set local work_mem = '256MB'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("truncate stats_hourly, stats_hourly_durations")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "truncate stats_hourly, stats_hourly_durations, stats_daily, stats_daily_durations",
+    )
+    .execute(&mut *tx)
+    .await?;
     let sagas = format!("select {SAGA_COLUMNS} from sagas");
     let events = format!("select {EVENT_COLUMNS} from saga_events");
     let sql = format!(
