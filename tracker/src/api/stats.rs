@@ -173,8 +173,8 @@ pub struct SagaTypeCounts {
 ///
 /// Filters narrow the sagas counted (AND): `sagaType`, `startedAfter`/`startedBefore`
 /// (half-open `[after, before)` on `startedAt`) and `service`. Counts are exact: the
-/// database sums hourly rollups kept by the ingest transaction, plus the partial hours at
-/// the ends of a time window computed from the sagas themselves, from one snapshot.
+/// database sums daily and hourly rollups kept by the ingest transaction, plus the partial
+/// hours at the ends of a time window computed from the sagas themselves, in one snapshot.
 #[utoipa::path(
     get,
     path = "/api/v1/stats",
