@@ -51,38 +51,17 @@ create table stats_hourly_durations (
 
 -- The same sums per UTC day, kept in the same transactions: a query over a long window reads
 -- whole days here, 24 times fewer rows, and only its first and last partial days from the
--- hourly tables.
-create table stats_daily (
-    service              text        not null,
-    day                  timestamptz not null,
-    saga_type            text        not null,
-    step                 text        not null,
-    total                bigint      not null,
-    started              bigint      not null,
-    in_progress          bigint      not null,
-    completed            bigint      not null,
-    failed               bigint      not null,
-    compensating         bigint      not null,
-    compensated          bigint      not null,
-    compensation_started bigint      not null,
-    compensation_failed  bigint      not null,
-    primary key (service, day, saga_type, step)
-) with (fillfactor = 70);
+-- hourly tables. Same columns as the hourly tables, with `day` for `hour`.
+create table stats_daily (like stats_hourly) with (fillfactor = 70);
+alter table stats_daily rename column hour to day;
+alter table stats_daily add primary key (service, day, saga_type, step);
 
-create table stats_daily_durations (
-    service   text        not null,
-    day       timestamptz not null,
-    saga_type text        not null,
-    step      text        not null,
-    kind      "char"      not null,
-    bucket    smallint    not null,
-    count     bigint      not null,
-    sum_us    bigint      not null,
-    primary key (service, day, saga_type, step, kind, bucket)
-) with (fillfactor = 70);
+create table stats_daily_durations (like stats_hourly_durations) with (fillfactor = 70);
+alter table stats_daily_durations rename column hour to day;
+alter table stats_daily_durations add primary key (service, day, saga_type, step, kind, bucket);
 
--- (fillfactor 70: the current hour's and day's rows are updated by every batch; free space on their
--- pages lets PostgreSQL update them in place without touching the index.)
+-- (fillfactor 70: the current hour's and day's rows are updated by every batch; free space
+-- on their pages lets PostgreSQL update them in place without touching the index.)
 
 -- Which version of the contribution rules the rollups were built with; one row at most.
 create table stats_rollup_version (
