@@ -36,6 +36,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`Stack::start`] with extra `TRACKER_…` settings for the tracker process.
+    async fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
         // Fail before creating anything when the binary under test is missing.
         tracker_bin()?;
         let tansu = Tansu::start().await?;
@@ -49,6 +54,9 @@ impl Stack {
 
         let mut options = TrackerOptions::new(tansu.brokers(), db.url(), &topic);
         options.dlq_topic = dlq_topic.clone();
+        options
+            .extra_env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut tracker = TrackerProcess::spawn(options)?;
         tracker.wait_ready(EVENTUALLY).await?;
         Ok(Self {
@@ -720,5 +728,161 @@ async fn sdk_events_reach_the_broker_and_an_independent_client() -> anyhow::Resu
     }
     // Same key, same partition: order is preserved.
     assert_eq!(seen, ids);
+    Ok(())
+}
+
+/// The label caps documented in `docs/metrics.md` (`saga_type` 200, `step` 500 per process).
+const SAGA_TYPE_LABEL_CAP: usize = 200;
+const STEP_LABEL_CAP: usize = 500;
+
+/// One emitter that invents a new saga type and a new step for every saga must not create a
+/// series per value: past the caps the values are reported as `other`, and nothing is lost
+/// from the totals. Half the sagas fail (counted, with a duration), half keep running (the
+/// database-read `saga_tracker_sagas_active` gauge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitter_inventing_types_and_steps_cannot_explode_the_metric_series(
+) -> anyhow::Result<()> {
+    const SAGAS: usize = 600;
+    let mut stack =
+        Stack::start_with_env(&[("TRACKER_STUCK__EVALUATE_INTERVAL_SECS", "1")]).await?;
+    let sdk = stack.sdk("inventive-service")?;
+    let base = Utc::now() - chrono::Duration::minutes(5);
+    for i in 0..SAGAS {
+        let (saga_id, saga_type, step) = (
+            format!("wild-{i}"),
+            format!("WILD_{i}"),
+            format!("STEP_{i}"),
+        );
+        let ev = |status: StepStatus, seq: i64| {
+            Step::new(&saga_id, &saga_type, &step, status)
+                .with_sequence(seq)
+                .at(base + secs(seq))
+        };
+        sdk.record(ev(StepStatus::Started, 1).with_saga_status(SagaStatus::Started))
+            .await?;
+        // Even sagas fail for good; odd ones report a failed attempt and, explicitly, that
+        // the saga goes on (a step failure alone would make it FAILED).
+        let saga_status = if i % 2 == 0 {
+            SagaStatus::Failed
+        } else {
+            SagaStatus::InProgress
+        };
+        sdk.record(
+            ev(StepStatus::Failed, 2)
+                .with_error("WILD", "invented")
+                .with_saga_status(saga_status),
+        )
+        .await?;
+    }
+    sdk.flush(Duration::from_secs(30))?;
+
+    // Wait on the database's view (not on the metrics under test): every saga stored with
+    // both of its events.
+    poll_until(EVENTUALLY, "all invented sagas to be stored", || async {
+        let types: Value = stack.tracker.get_json("api/v1/saga-types", &[]).await?;
+        let items = types["items"].as_array().context("items")?;
+        let failed: i64 = items
+            .iter()
+            .filter_map(|t| t["byStatus"]["FAILED"].as_i64())
+            .sum();
+        ensure!(
+            items.len() == SAGAS && failed == (SAGAS / 2) as i64,
+            "{} types, {failed} failed so far",
+            items.len()
+        );
+        let last = stack
+            .tracker
+            .saga_events(&format!("wild-{}", SAGAS - 1))
+            .await?;
+        ensure!(last.len() == 2, "last saga has {} events", last.len());
+        Ok(())
+    })
+    .await?;
+
+    // The gauges are refreshed every second; wait for one refresh that sees every saga.
+    let text = poll_until(
+        EVENTUALLY,
+        "the active gauge to count every saga",
+        || async {
+            let text = stack.tracker.metrics_text().await?;
+            let active = metric_value(&text, "saga_tracker_sagas_active", &[]).unwrap_or(0.0);
+            ensure!(active == (SAGAS / 2) as f64, "active = {active}");
+            Ok(text)
+        },
+    )
+    .await?;
+    let samples = saga_tracker_tests::parse_metrics(&text);
+    let label_values = |name: &str, label: &str| -> BTreeSet<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter_map(|s| s.labels.iter().find(|(k, _)| k == label))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let total = |name: &str| metric_value(&text, name, &[]).unwrap_or(0.0);
+
+    for (name, label, cap) in [
+        (
+            "saga_tracker_sagas_started_total",
+            "saga_type",
+            SAGA_TYPE_LABEL_CAP,
+        ),
+        (
+            "saga_tracker_sagas_failed_total",
+            "saga_type",
+            SAGA_TYPE_LABEL_CAP,
+        ),
+        (
+            "saga_tracker_saga_duration_seconds_count",
+            "saga_type",
+            SAGA_TYPE_LABEL_CAP,
+        ),
+        (
+            "saga_tracker_sagas_active",
+            "saga_type",
+            SAGA_TYPE_LABEL_CAP,
+        ),
+        (
+            "saga_tracker_step_failures_total",
+            "saga_type",
+            SAGA_TYPE_LABEL_CAP,
+        ),
+        ("saga_tracker_step_failures_total", "step", STEP_LABEL_CAP),
+    ] {
+        let values = label_values(name, label);
+        assert!(
+            values.len() <= cap + 1,
+            "{name} has {} {label} values, more than the cap {cap} + `other`",
+            values.len()
+        );
+        assert!(
+            values.contains("other"),
+            "{name}: values past the cap are reported as `other`; got {} values",
+            values.len()
+        );
+    }
+    // Folding loses nothing: the totals still count every saga and every failure.
+    assert_eq!(total("saga_tracker_sagas_started_total"), SAGAS as f64);
+    assert_eq!(total("saga_tracker_sagas_failed_total"), (SAGAS / 2) as f64);
+    assert_eq!(
+        total("saga_tracker_saga_duration_seconds_count"),
+        (SAGAS / 2) as f64
+    );
+    assert_eq!(total("saga_tracker_step_failures_total"), SAGAS as f64);
+    // The whole exposition stays bounded. Capped, the saga-type series are at most 201 × 23
+    // (three counters, the gauge and the 20 series of a duration histogram) plus one step
+    // failure series per saga; uncapped they would be 600 × 23 + 600 = 14,400.
+    assert!(
+        samples.len() < 6_000,
+        "{} samples exported after {SAGAS} invented types and steps",
+        samples.len()
+    );
+
+    let status = stack.tracker.stop(Duration::from_secs(30)).await?;
+    assert!(status.success(), "saga-tracker exited with {status}");
+    if let Some(db) = stack.db.take() {
+        db.drop_db().await?;
+    }
     Ok(())
 }
