@@ -14,6 +14,7 @@
 pub mod error;
 pub mod health;
 pub mod openapi;
+mod params;
 pub mod sagas;
 pub mod stats;
 

@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, InvalidParam, Problem};
+use super::error::{ApiError, Problem};
 use super::openapi::{SagaStatusSchema, SearchParams, StepStatusSchema, StuckReasonSchema};
+use super::params::{set, Params, NUL_REASON};
 use super::AppState;
-use crate::aggregate::{self, StepTimeline};
+use crate::aggregate::{self, EventRecord, StepTimeline};
 use crate::store::read::{
     self, Keyset, MetadataMatch, Page, SagaFilter, SagaRow, SortKey, StoredEvent, StuckAt,
 };
@@ -37,8 +38,6 @@ pub const MAX_LIMIT: i64 = 500;
 pub const MAX_METADATA_FILTERS: usize = 20;
 /// Longest accepted metadata key or value.
 const MAX_METADATA_CHARS: usize = 1024;
-/// Longest accepted identifier-like value (matches the contract's limit on ids).
-const MAX_ID_CHARS: usize = saga_tracker_sdk::contract::MAX_ID_CHARS;
 const METADATA_PREFIX: &str = "meta.";
 
 // ---------------------------------------------------------------------------------------
@@ -340,13 +339,7 @@ pub async fn detail(
     saga_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SagaDetail>, ApiError> {
     let saga_id = path_saga_id(saga_id)?;
-    let (saga, rows) = read::saga_with_events(&state.pool, &saga_id)
-        .await?
-        .ok_or(ApiError::SagaNotFound(saga_id))?;
-    let records = rows
-        .iter()
-        .map(|r| r.row.to_record())
-        .collect::<Result<Vec<_>, _>>()?;
+    let (saga, _, records) = load_saga(&state, &saga_id).await?;
     let timeline = aggregate::timeline(&records);
     let compensation = compensation_summary(&saga, &timeline);
     let steps = timeline.into_iter().map(StepView::from).collect();
@@ -376,13 +369,7 @@ pub async fn events(
     saga_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EventList>, ApiError> {
     let saga_id = path_saga_id(saga_id)?;
-    let (_, rows) = read::saga_with_events(&state.pool, &saga_id)
-        .await?
-        .ok_or_else(|| ApiError::SagaNotFound(saga_id.clone()))?;
-    let records = rows
-        .iter()
-        .map(|r| r.row.to_record())
-        .collect::<Result<Vec<_>, _>>()?;
+    let (_, rows, records) = load_saga(&state, &saga_id).await?;
     // `event_id` is the table's primary key, so this index is one-to-one.
     let by_id: HashMap<&str, &StoredEvent> =
         rows.iter().map(|r| (r.row.event_id.as_str(), r)).collect();
@@ -394,8 +381,21 @@ pub async fn events(
     Ok(Json(EventList { saga_id, items }))
 }
 
-/// Why a parameter holding U+0000 is refused (PostgreSQL text cannot hold it).
-pub(crate) const NUL_REASON: &str = "must not contain NUL characters (%00)";
+/// A saga's row and stored events (one snapshot), with the events decoded for the fold;
+/// 404 when the saga does not exist (or was removed by retention).
+async fn load_saga(
+    state: &AppState,
+    saga_id: &str,
+) -> Result<(SagaRow, Vec<StoredEvent>, Vec<EventRecord>), ApiError> {
+    let (saga, rows) = read::saga_with_events(&state.pool, saga_id)
+        .await?
+        .ok_or_else(|| ApiError::SagaNotFound(saga_id.to_owned()))?;
+    let records = rows
+        .iter()
+        .map(|r| r.row.to_record())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((saga, rows, records))
+}
 
 fn path_saga_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match p {
@@ -580,13 +580,7 @@ pub struct SearchRequest {
 /// one 400 names all offending parameters.
 pub fn parse_search(raw: &str) -> Result<SearchRequest, ApiError> {
     let mut p = Parser::default();
-    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
-        // PostgreSQL text cannot hold U+0000; no stored value contains it, so say so here
-        // rather than let the query fail as a 500.
-        if name.contains('\0') || value.contains('\0') {
-            p.error(&name.replace('\0', "\\0"), NUL_REASON);
-            continue;
-        }
+    for (name, value) in p.params.pairs(raw) {
         p.param(&name, &value);
     }
     p.finish()
@@ -594,28 +588,28 @@ pub fn parse_search(raw: &str) -> Result<SearchRequest, ApiError> {
 
 #[derive(Default)]
 struct Parser {
+    params: Params,
     filter: SagaFilter,
     sort: Option<SortKey>,
     after: Option<Keyset>,
     limit: Option<i64>,
-    /// Single-valued parameters already given, to reject repeats.
-    seen: Vec<&'static str>,
-    errors: Vec<InvalidParam>,
 }
 
 impl Parser {
     fn param(&mut self, name: &str, value: &str) {
+        let p = &mut self.params;
+        let f = &mut self.filter;
         match name {
             "status" => {
                 for v in value.split(',') {
                     match SagaStatus::parse(v.trim()) {
                         Some(s) => {
                             let s = s.as_str().to_owned();
-                            if !self.filter.statuses.contains(&s) {
-                                self.filter.statuses.push(s);
+                            if !f.statuses.contains(&s) {
+                                f.statuses.push(s);
                             }
                         }
-                        None => self.error(
+                        None => p.error(
                             "status",
                             format!(
                                 "unknown status {v:?}; expected one of {}",
@@ -625,71 +619,42 @@ impl Parser {
                     }
                 }
             }
-            "sagaType" => {
-                if self.once("sagaType") {
-                    match check_saga_type(value) {
-                        Ok(()) => self.filter.saga_type = Some(value.to_owned()),
-                        Err(reason) => self.error("sagaType", reason),
-                    }
-                }
-            }
-            "businessKey" => self.ident("businessKey", value, |f, v| f.business_key = Some(v)),
-            "step" => self.ident("step", value, |f, v| f.step = Some(v)),
-            "service" => self.ident("service", value, |f, v| f.service = Some(v)),
+            "sagaType" => set(&mut f.saga_type, p.saga_type("sagaType", value)),
+            "businessKey" => set(&mut f.business_key, p.ident("businessKey", value)),
+            "step" => set(&mut f.step, p.ident("step", value)),
+            "service" => set(&mut f.service, p.ident("service", value)),
             "traceId" => {
-                if self.once("traceId") {
+                if p.once("traceId") {
                     if value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        self.filter.trace_id = Some(value.to_ascii_lowercase());
+                        f.trace_id = Some(value.to_ascii_lowercase());
                     } else {
-                        self.error("traceId", "must be 32 hexadecimal digits (a W3C trace id)");
+                        p.error("traceId", "must be 32 hexadecimal digits (a W3C trace id)");
                     }
                 }
             }
-            "startedAfter" => self.time("startedAfter", value, |f, t| f.started_after = Some(t)),
-            "startedBefore" => self.time("startedBefore", value, |f, t| f.started_before = Some(t)),
-            "updatedAfter" => self.time("updatedAfter", value, |f, t| f.updated_after = Some(t)),
-            "updatedBefore" => self.time("updatedBefore", value, |f, t| f.updated_before = Some(t)),
-            "minDurationMs" => {
-                if self.once("minDurationMs") {
-                    match value.parse::<i64>() {
-                        Ok(ms) if ms >= 0 => self.filter.min_duration_ms = Some(ms),
-                        _ => self.error("minDurationMs", "must be a non-negative integer"),
-                    }
-                }
-            }
-            "stuck" => {
-                if self.once("stuck") {
-                    match value {
-                        "true" => self.filter.stuck = Some(true),
-                        "false" => self.filter.stuck = Some(false),
-                        _ => self.error("stuck", "must be `true` or `false`"),
-                    }
-                }
-            }
+            "startedAfter" => set(&mut f.started_after, p.time("startedAfter", value)),
+            "startedBefore" => set(&mut f.started_before, p.time("startedBefore", value)),
+            "updatedAfter" => set(&mut f.updated_after, p.time("updatedAfter", value)),
+            "updatedBefore" => set(&mut f.updated_before, p.time("updatedBefore", value)),
+            "minDurationMs" => set(
+                &mut f.min_duration_ms,
+                p.int_in("minDurationMs", value, 0..=i64::MAX),
+            ),
+            "stuck" => set(&mut f.stuck, p.flag("stuck", value)),
             "sort" => {
-                if self.once("sort") {
+                if p.once("sort") {
                     match SortKey::parse(value) {
                         Some(k) => self.sort = Some(k),
-                        None => self.error("sort", "must be `startedAt` or `updatedAt`"),
+                        None => p.error("sort", "must be `startedAt` or `updatedAt`"),
                     }
                 }
             }
-            "limit" => {
-                if self.once("limit") {
-                    match value.parse::<i64>() {
-                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => self.limit = Some(n),
-                        _ => self.error(
-                            "limit",
-                            format!("must be an integer between 1 and {MAX_LIMIT}"),
-                        ),
-                    }
-                }
-            }
+            "limit" => set(&mut self.limit, p.int_in("limit", value, 1..=MAX_LIMIT)),
             "cursor" => {
-                if self.once("cursor") {
+                if p.once("cursor") {
                     match decode_cursor(value) {
                         Some(k) => self.after = Some(k),
-                        None => self.error(
+                        None => p.error(
                             "cursor",
                             "not a cursor returned by this API (pass `nextCursor` unchanged)",
                         ),
@@ -698,66 +663,27 @@ impl Parser {
             }
             _ => match name.strip_prefix(METADATA_PREFIX) {
                 Some(key) => self.metadata(name, key, value),
-                None => self.error(name, "unknown parameter"),
+                None => p.unknown(name),
             },
         }
     }
 
-    fn error(&mut self, name: &str, reason: impl Into<String>) {
-        self.errors.push(InvalidParam::new(name, reason));
-    }
-
-    /// Records a single-valued parameter; false (and an error) if it was already given.
-    fn once(&mut self, name: &'static str) -> bool {
-        if self.seen.contains(&name) {
-            self.error(name, "given more than once");
-            return false;
-        }
-        self.seen.push(name);
-        true
-    }
-
-    fn ident(&mut self, name: &'static str, value: &str, set: fn(&mut SagaFilter, String)) {
-        if !self.once(name) {
-            return;
-        }
-        let n = value.chars().count();
-        if n == 0 || n > MAX_ID_CHARS {
-            self.error(name, format!("must be 1 to {MAX_ID_CHARS} characters"));
-        } else {
-            set(&mut self.filter, value.to_owned());
-        }
-    }
-
-    fn time(&mut self, name: &'static str, value: &str, set: fn(&mut SagaFilter, DateTime<Utc>)) {
-        if !self.once(name) {
-            return;
-        }
-        match parse_time(value) {
-            Some(t) => set(&mut self.filter, t),
-            None => self.error(
-                name,
-                "must be an RFC 3339 timestamp such as 2026-11-21T10:00:00Z \
-                 (percent-encode a `+` offset as %2B)",
-            ),
-        }
-    }
-
     fn metadata(&mut self, name: &str, key: &str, value: &str) {
+        let p = &mut self.params;
         if key.is_empty() || key.chars().count() > MAX_METADATA_CHARS {
-            return self.error(
+            return p.error(
                 name,
                 format!("metadata key must be 1 to {MAX_METADATA_CHARS} characters"),
             );
         }
         if value.chars().count() > MAX_METADATA_CHARS {
-            return self.error(
+            return p.error(
                 name,
                 format!("metadata value must be at most {MAX_METADATA_CHARS} characters"),
             );
         }
         if self.filter.metadata.len() == MAX_METADATA_FILTERS {
-            return self.error(
+            return p.error(
                 name,
                 format!("at most {MAX_METADATA_FILTERS} metadata filters per search"),
             );
@@ -768,27 +694,21 @@ impl Parser {
         });
     }
 
-    fn finish(self) -> Result<SearchRequest, ApiError> {
-        let mut errors = self.errors;
+    fn finish(mut self) -> Result<SearchRequest, ApiError> {
         let f = &self.filter;
-        for (after, before, name) in [
-            (f.started_after, f.started_before, "startedBefore"),
-            (f.updated_after, f.updated_before, "updatedBefore"),
-        ] {
-            if let (Some(a), Some(b)) = (after, before) {
-                if b < a {
-                    let from = name.replace("Before", "After");
-                    errors.push(InvalidParam::new(
-                        name,
-                        format!("must not be earlier than `{from}`"),
-                    ));
-                }
-            }
-        }
+        let p = &mut self.params;
+        p.window(
+            ("startedAfter", f.started_after),
+            ("startedBefore", f.started_before),
+        );
+        p.window(
+            ("updatedAfter", f.updated_after),
+            ("updatedBefore", f.updated_before),
+        );
         let sort = self.sort.unwrap_or_default();
         if let Some(k) = &self.after {
             if k.sort != sort {
-                errors.push(InvalidParam::new(
+                p.error(
                     "cursor",
                     format!(
                         "this cursor belongs to sort={}, not sort={}; keep the sort of the \
@@ -796,46 +716,16 @@ impl Parser {
                         k.sort.as_str(),
                         sort.as_str()
                     ),
-                ));
+                );
             }
         }
-        if !errors.is_empty() {
-            return Err(ApiError::InvalidParams(errors));
-        }
-        Ok(SearchRequest {
+        self.params.finish(SearchRequest {
             filter: self.filter,
             sort,
             after: self.after,
             limit: self.limit.unwrap_or(DEFAULT_LIMIT),
         })
     }
-}
-
-/// Same rule as the contract, so a typo (`order_creation`) is a 400, not an empty page.
-pub(super) fn check_saga_type(v: &str) -> Result<(), String> {
-    let max = saga_tracker_sdk::contract::MAX_SAGA_TYPE_CHARS;
-    if v.is_empty()
-        || v.len() > max
-        || !v
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-    {
-        return Err(format!("must match [A-Z0-9_.-]{{1,{max}}}"));
-    }
-    Ok(())
-}
-
-/// RFC 3339. A `+` offset sent unencoded arrives as a space (form encoding); since a space
-/// cannot otherwise appear after the seconds, it is read back as `+`.
-pub(super) fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let (head, tail) = v.split_at_checked(19)?;
-    let repaired = format!("{head}{}", tail.replacen(' ', "+", 1));
-    DateTime::parse_from_rfc3339(&repaired)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The JSON values a metadata filter value stands for: always the string itself, plus the

@@ -11,9 +11,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, InvalidParam, Problem};
+use super::error::{ApiError, Problem};
 use super::openapi::StatsParams;
-use super::sagas::{check_saga_type, parse_time};
+use super::params::{set, Params};
 use super::AppState;
 use crate::store::insight::{self, StatsFilter, StepStats, TypeStats};
 
@@ -249,12 +249,12 @@ pub async fn saga_types(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SagaTypeList>, ApiError> {
-    let unknown: Vec<InvalidParam> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(name, _)| InvalidParam::new(name, "unknown parameter"))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::InvalidParams(unknown));
+    // No parameters: anything given is a mistake worth naming.
+    let mut p = Params::default();
+    for (name, _) in p.pairs(query.as_deref().unwrap_or("")) {
+        p.unknown(&name);
     }
+    p.finish(())?;
     let mut by_type: BTreeMap<String, SagaTypeCounts> = BTreeMap::new();
     for (saga_type, status, n) in insight::counts_by_type(&state.pool).await? {
         let entry = by_type
@@ -352,79 +352,25 @@ fn step_report(s: &StepStats) -> StepReport {
 
 /// Parses the statistics query string; every bad parameter is named in one 400.
 pub fn parse_stats(raw: &str) -> Result<(StatsFilter, usize), ApiError> {
-    let mut filter = StatsFilter::default();
+    let mut p = Params::default();
+    let mut f = StatsFilter::default();
     let mut top = None;
-    let mut seen: Vec<String> = Vec::new();
-    let mut errors = Vec::new();
-    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        if name.contains('\0') || value.contains('\0') {
-            errors.push(InvalidParam::new(
-                name.replace('\0', "\\0"),
-                super::sagas::NUL_REASON,
-            ));
-            continue;
-        }
-        let known = matches!(
-            name,
-            "sagaType" | "startedAfter" | "startedBefore" | "service" | "top"
-        );
-        if !known {
-            errors.push(InvalidParam::new(name, "unknown parameter"));
-            continue;
-        }
-        if seen.iter().any(|s| s == name) {
-            errors.push(InvalidParam::new(name, "given more than once"));
-            continue;
-        }
-        seen.push(name.to_owned());
-        match name {
-            "sagaType" => match check_saga_type(value) {
-                Ok(()) => filter.saga_type = Some(value.to_owned()),
-                Err(reason) => errors.push(InvalidParam::new(name, reason)),
-            },
-            "service" => {
-                let n = value.chars().count();
-                let max = saga_tracker_sdk::contract::MAX_ID_CHARS;
-                if n == 0 || n > max {
-                    errors.push(InvalidParam::new(
-                        name,
-                        format!("must be 1 to {max} characters"),
-                    ));
-                } else {
-                    filter.service = Some(value.to_owned());
-                }
-            }
-            "top" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_TOP).contains(&n) => top = Some(n),
-                _ => errors.push(InvalidParam::new(
-                    name,
-                    format!("must be an integer between 1 and {MAX_TOP}"),
-                )),
-            },
-            _ => match parse_time(value) {
-                Some(t) if name == "startedAfter" => filter.started_after = Some(t),
-                Some(t) => filter.started_before = Some(t),
-                None => errors.push(InvalidParam::new(
-                    name,
-                    "must be an RFC 3339 timestamp such as 2026-11-21T10:00:00Z \
-                     (percent-encode a `+` offset as %2B)",
-                )),
-            },
+    for (name, value) in p.pairs(raw) {
+        match name.as_str() {
+            "sagaType" => set(&mut f.saga_type, p.saga_type("sagaType", &value)),
+            "service" => set(&mut f.service, p.ident("service", &value)),
+            "startedAfter" => set(&mut f.started_after, p.time("startedAfter", &value)),
+            "startedBefore" => set(&mut f.started_before, p.time("startedBefore", &value)),
+            "top" => set(&mut top, p.int_in("top", &value, 1..=MAX_TOP as i64)),
+            _ => p.unknown(&name),
         }
     }
-    if let (Some(a), Some(b)) = (filter.started_after, filter.started_before) {
-        if b < a {
-            errors.push(InvalidParam::new(
-                "startedBefore",
-                "must not be earlier than `startedAfter`",
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::InvalidParams(errors));
-    }
-    Ok((filter, top.unwrap_or(DEFAULT_TOP)))
+    p.window(
+        ("startedAfter", f.started_after),
+        ("startedBefore", f.started_before),
+    );
+    let top = top.map_or(DEFAULT_TOP, |n| n as usize);
+    p.finish((f, top))
 }
 
 #[cfg(test)]
