@@ -7,43 +7,30 @@
 
 mod common;
 
-use common::{admin_url, db_url, unique};
+use common::{unique, InProcessTracker, MockKafka, TrackerSetup};
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use figment::providers::Serialized;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use saga_tracker::app::Application;
-use saga_tracker::config::Settings;
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus, SCHEMA_VERSION};
 use saga_tracker_sdk::{SagaTracker, Step, TrackerConfig};
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "saga.tracker";
 const DLQ: &str = "saga.tracker.dlq";
 
-/// A mock Kafka cluster owned by a producer handle (which keeps it alive).
-struct Kafka {
-    producer: FutureProducer,
-    bootstrap: String,
+/// The test's topics on a fresh mock cluster.
+type Kafka = MockKafka;
+
+fn start_kafka() -> Kafka {
+    Kafka::start(&[(TOPIC, 3), (DLQ, 1)])
 }
 
 impl Kafka {
-    fn start() -> Self {
-        let (producer, bootstrap) = common::mock_cluster(&[(TOPIC, 3), (DLQ, 1)]);
-        Self {
-            producer,
-            bootstrap,
-        }
-    }
-
     async fn send_raw(&self, key: Option<&str>, payload: &[u8]) {
         let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(TOPIC).payload(payload);
         if let Some(k) = key {
@@ -64,80 +51,18 @@ impl Kafka {
     }
 }
 
-struct Tracker {
-    base: String,
-    pool: PgPool,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-    http: reqwest::Client,
-    db_name: String,
-}
+type Tracker = InProcessTracker;
 
 async fn spawn_tracker(kafka: &Kafka, group: &str, db_name: Option<&str>) -> Tracker {
-    let db_name = match db_name {
-        Some(n) => n.to_owned(),
-        None => {
-            let name = format!("saga_ingest_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = PgConnection::connect(&admin_url())
-                .await
-                .expect("postgres reachable");
-            sqlx::query(&format!("create database {name}"))
-                .execute(&mut admin)
-                .await
-                .expect("create test database");
-            name
-        }
-    };
-    let fig = Settings::figment(None)
-        .merge(Serialized::default("kafka.brokers", &kafka.bootstrap))
-        .merge(Serialized::default("kafka.group_id", group))
-        .merge(Serialized::default("database.url", db_url(&db_name)))
-        .merge(Serialized::default("http.addr", "127.0.0.1:0"))
-        .merge(Serialized::default("ingest.batch_size", 50))
-        .merge(Serialized::default("ingest.linger_ms", 20));
-    let settings = Settings::from_figment(fig).expect("valid settings");
-    let app = Application::build(settings).await.expect("tracker builds");
-    saga_tracker::store::migrate(app.pool())
-        .await
-        .expect("migrations apply");
-    let pool = app.pool().clone();
-    let base = format!("http://{}", app.local_addr().expect("bound"));
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    Tracker {
-        base,
-        pool,
-        shutdown,
-        handle,
-        http: reqwest::Client::new(),
-        db_name,
-    }
+    Tracker::spawn(TrackerSetup {
+        group: group.to_owned(),
+        db_name: db_name.map(str::to_owned),
+        ..TrackerSetup::new(&kafka.bootstrap, "saga_ingest")
+    })
+    .await
 }
 
 impl Tracker {
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
     async fn event_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from saga_events")
             .fetch_one(&self.pool)
@@ -170,17 +95,6 @@ impl Tracker {
             "expected {n} stored events, have {}",
             self.event_count().await
         );
-    }
-
-    async fn stop(self) -> String {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("tracker stops within 30 s")
-            .expect("tracker task does not panic")
-            .expect("tracker exits cleanly");
-        self.pool.close().await;
-        self.db_name
     }
 }
 
@@ -221,7 +135,7 @@ fn with_status(mut e: SagaEvent, s: SagaStatus) -> SagaEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_and_a_compensated_saga_are_visible_through_the_api_and_metrics() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &unique("g"), None).await;
     let sdk = kafka.sdk();
 
@@ -329,7 +243,7 @@ async fn a_completed_and_a_compensated_saga_are_visible_through_the_api_and_metr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_duplicated_delivery_gives_the_same_saga_as_in_order_delivery() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &unique("g"), None).await;
     let sdk = kafka.sdk();
 
@@ -394,7 +308,7 @@ async fn out_of_order_and_duplicated_delivery_gives_the_same_saga_as_in_order_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_event_after_completion_is_kept_but_does_not_reopen_the_saga() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &unique("g"), None).await;
     let sdk = kafka.sdk();
     let id = unique("late");
@@ -432,7 +346,7 @@ async fn a_late_event_after_completion_is_kept_but_does_not_reopen_the_saga() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_events_are_mapped_onto_v1() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &unique("g"), None).await;
     let id = unique("legacy");
     let base = 1_763_700_000_000_i64;
@@ -475,7 +389,7 @@ async fn legacy_events_are_mapped_onto_v1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dlq_with_reasons_and_later_events_are_still_processed() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &unique("g"), None).await;
     let id = unique("after-poison");
     kafka.send_raw(Some(&id), b"this is not json").await;
@@ -550,7 +464,7 @@ async fn poison_messages_go_to_the_dlq_with_reasons_and_later_events_are_still_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_commits_offsets_so_a_restart_reprocesses_nothing() {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let group = unique("g");
     let tracker = spawn_tracker(&kafka, &group, None).await;
     let sdk = kafka.sdk();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{admin_url, db_url, unique};
+use common::{unique, InProcessTracker, MockKafka, TrackerSetup};
 
 #[path = "../../sdk/tests/support/poison.rs"]
 mod poison;
@@ -15,36 +15,23 @@ mod poison;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use figment::providers::Serialized;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
-use saga_tracker::app::Application;
-use saga_tracker::config::Settings;
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "saga.tracker";
 const DLQ: &str = "saga.tracker.dlq";
 
-/// A mock Kafka cluster owned by a producer handle (which keeps it alive).
-struct Kafka {
-    producer: FutureProducer,
-    bootstrap: String,
+/// The test's topics on a fresh mock cluster.
+type Kafka = MockKafka;
+
+fn start_kafka() -> Kafka {
+    Kafka::start(&[(TOPIC, 3), (DLQ, 1)])
 }
 
 impl Kafka {
-    fn start() -> Self {
-        let (producer, bootstrap) = common::mock_cluster(&[(TOPIC, 3), (DLQ, 1)]);
-        Self {
-            producer,
-            bootstrap,
-        }
-    }
-
     /// Produces one message (`key = None` sends a null key) tagged with a `poison.name`
     /// header, which the DLQ copy keeps.
     async fn send(&self, key: Option<&str>, payload: &[u8], name: &str) {
@@ -105,54 +92,18 @@ impl Kafka {
     }
 }
 
-struct Tracker {
-    base: String,
-    pool: PgPool,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-    db_name: String,
-}
+type Tracker = InProcessTracker;
 
 /// Starts the tracker on a fresh database; `setup` runs after the migrations, before the
 /// consumer starts.
 async fn spawn_tracker(kafka: &Kafka, setup: &[&str]) -> Tracker {
-    let db_name = format!("saga_poison_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("create database {db_name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let fig = Settings::figment(None)
-        .merge(Serialized::default("kafka.brokers", &kafka.bootstrap))
-        .merge(Serialized::default("kafka.group_id", unique("g")))
-        .merge(Serialized::default("database.url", db_url(&db_name)))
-        .merge(Serialized::default("http.addr", "127.0.0.1:0"))
-        .merge(Serialized::default("ingest.batch_size", 200))
-        .merge(Serialized::default("ingest.linger_ms", 50));
-    let settings = Settings::from_figment(fig).expect("valid settings");
-    let app = Application::build(settings).await.expect("tracker builds");
-    saga_tracker::store::migrate(app.pool())
-        .await
-        .expect("migrations apply");
-    for sql in setup {
-        sqlx::raw_sql(sql)
-            .execute(app.pool())
-            .await
-            .expect("test setup SQL");
-    }
-    let pool = app.pool().clone();
-    let base = format!("http://{}", app.local_addr().expect("bound"));
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    Tracker {
-        base,
-        pool,
-        shutdown,
-        handle,
-        db_name,
-    }
+    Tracker::spawn(TrackerSetup {
+        batch_size: 200,
+        linger_ms: 50,
+        setup_sql: setup,
+        ..TrackerSetup::new(&kafka.bootstrap, "saga_poison")
+    })
+    .await
 }
 
 impl Tracker {
@@ -178,33 +129,6 @@ impl Tracker {
             ids.len()
         );
     }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("tracker stops within 30 s")
-            .expect("tracker task does not panic")
-            .expect("tracker exits cleanly");
-        self.pool.close().await;
-        if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-            let _ = sqlx::query(&format!(
-                "drop database if exists {} with (force)",
-                self.db_name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
 }
 
 /// `saga_tracker_dlq_messages_total{reason="…"}` values from a Prometheus scrape.
@@ -229,7 +153,7 @@ fn good_event(saga_id: &str, event_id: &str, step: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_poison_of_the_catalogue_is_dead_lettered_with_its_reason_and_the_good_events_around_it_are_stored(
 ) {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let tracker = spawn_tracker(&kafka, &[]).await;
 
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -296,7 +220,7 @@ async fn every_poison_of_the_catalogue_is_dead_lettered_with_its_reason_and_the_
     counted.remove("db_rejected");
     assert_eq!(counted, expected, "DLQ counters by reason");
 
-    tracker.stop().await;
+    common::drop_database(&tracker.stop().await).await;
 }
 
 /// Makes the database refuse, as data, any event whose step starts with `POISON_DB`: a check
@@ -318,7 +242,7 @@ create trigger test_reject_poison before insert on saga_events
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_database_rejects_because_of_one_event_commits_the_rest_and_dead_letters_the_offender(
 ) {
-    let kafka = Kafka::start();
+    let kafka = start_kafka();
     let run = uuid::Uuid::new_v4().simple().to_string();
     // Everything is produced before the tracker starts, so the offenders share full batches
     // with good events.
@@ -397,5 +321,5 @@ async fn a_batch_the_database_rejects_because_of_one_event_commits_the_rest_and_
         .expect("readyz");
     assert_eq!(r.status().as_u16(), 200);
 
-    tracker.stop().await;
+    common::drop_database(&tracker.stop().await).await;
 }

@@ -157,6 +157,22 @@ pub fn mock_cluster(topics: &[(&str, i32)]) -> (rdkafka::producer::FutureProduce
     (producer, bootstrap)
 }
 
+/// A [`mock_cluster`] with the handle that keeps it alive.
+pub struct MockKafka {
+    pub producer: rdkafka::producer::FutureProducer,
+    pub bootstrap: String,
+}
+
+impl MockKafka {
+    pub fn start(topics: &[(&str, i32)]) -> Self {
+        let (producer, bootstrap) = mock_cluster(topics);
+        Self {
+            producer,
+            bootstrap,
+        }
+    }
+}
+
 /// Builds one saga's events with a running sequence number.
 pub struct Saga {
     pub id: String,
@@ -207,5 +223,128 @@ impl Saga {
             source: None,
         });
         self
+    }
+}
+
+/// How to start an [`InProcessTracker`].
+pub struct TrackerSetup<'a> {
+    /// The broker's bootstrap address (a [`mock_cluster`]).
+    pub bootstrap: &'a str,
+    /// `kafka.group_id`: unique per test, or reused to resume from committed offsets.
+    pub group: String,
+    /// An existing database to start on again (a restart); `None` creates
+    /// `<db_prefix>_<uuid>`.
+    pub db_name: Option<String>,
+    pub db_prefix: &'a str,
+    pub batch_size: usize,
+    pub linger_ms: u64,
+    /// SQL run after the migrations and before the consumer starts (e.g. a trigger that
+    /// makes the database reject chosen events).
+    pub setup_sql: &'a [&'a str],
+}
+
+impl<'a> TrackerSetup<'a> {
+    /// A fresh database, a unique group, batches of 50 with a 20 ms linger.
+    pub fn new(bootstrap: &'a str, db_prefix: &'a str) -> Self {
+        Self {
+            bootstrap,
+            group: unique("g"),
+            db_name: None,
+            db_prefix,
+            batch_size: 50,
+            linger_ms: 20,
+            setup_sql: &[],
+        }
+    }
+}
+
+/// The real tracker `Application` (consumer, REST API, background jobs) running as a task
+/// of the test process, with its API on an ephemeral loopback port.
+pub struct InProcessTracker {
+    pub base: String,
+    pub pool: sqlx::PgPool,
+    pub db_name: String,
+    pub http: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessTracker {
+    pub async fn spawn(setup: TrackerSetup<'_>) -> Self {
+        use figment::providers::Serialized;
+        use saga_tracker::app::Application;
+        use saga_tracker::config::Settings;
+
+        let db_name = match setup.db_name {
+            Some(name) => name,
+            None => create_database(setup.db_prefix).await,
+        };
+        let fig = Settings::figment(None)
+            .merge(Serialized::default("kafka.brokers", setup.bootstrap))
+            .merge(Serialized::default("kafka.group_id", &setup.group))
+            .merge(Serialized::default("database.url", db_url(&db_name)))
+            .merge(Serialized::default("http.addr", "127.0.0.1:0"))
+            .merge(Serialized::default("ingest.batch_size", setup.batch_size))
+            .merge(Serialized::default("ingest.linger_ms", setup.linger_ms));
+        let settings = Settings::from_figment(fig).expect("valid settings");
+        let app = Application::build(settings).await.expect("tracker builds");
+        saga_tracker::store::migrate(app.pool())
+            .await
+            .expect("migrations apply");
+        for sql in setup.setup_sql {
+            sqlx::raw_sql(sql)
+                .execute(app.pool())
+                .await
+                .expect("test setup SQL");
+        }
+        let pool = app.pool().clone();
+        let base = format!("http://{}", app.local_addr().expect("bound"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            base,
+            pool,
+            db_name,
+            http: reqwest::Client::new(),
+            shutdown,
+            handle,
+        }
+    }
+
+    /// GET `path`: the status and the JSON body (`null` when the body is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request is answered");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Stops the tracker as SIGTERM would and requires a clean exit within 30 s. The
+    /// database is kept, for a restart or for [`drop_database`]; its name is returned.
+    pub async fn stop(self) -> String {
+        self.shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.handle)
+            .await
+            .expect("tracker stops within 30 s")
+            .expect("tracker task does not panic")
+            .expect("tracker exits cleanly");
+        self.pool.close().await;
+        self.db_name
     }
 }
