@@ -31,7 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa_scalar::{Scalar, Servable as _};
 
 pub use error::ApiError;
@@ -86,13 +86,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_http_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            tracing::info_span!(
-                "http_request",
-                method = %req.method(),
-                route = route_of(req),
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!(
+                        "http_request",
+                        method = %req.method(),
+                        route = route_of(req),
+                    )
+                })
+                // Every 5xx is already logged where it arises, with its cause (`ApiError`,
+                // the readiness check). Logging it again here at ERROR, without the cause,
+                // doubled each one and turned every `/readyz` answer during start-up or a
+                // database outage into an ERROR line.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
