@@ -465,6 +465,10 @@ async fn stuck_sagas_are_searchable_and_say_why_in_the_detail() {
         .and_then(|s| s.parse().ok())
         .expect("updatedAt");
     assert_eq!(since - updated, Duration::seconds(300));
+    assert_eq!(
+        d["stuckSince"], d["stuck"]["since"],
+        "the flat field agrees"
+    );
 
     let d = app.ok_json("/api/v1/sagas/pay-failed").await;
     assert_eq!(d["stuck"]["reason"], "failed_not_compensated");
@@ -475,6 +479,7 @@ async fn stuck_sagas_are_searchable_and_say_why_in_the_detail() {
     for id in ["ship-fine", "done"] {
         let d = app.ok_json(&format!("/api/v1/sagas/{id}")).await;
         assert_eq!(d["stuck"], Value::Null, "{id}");
+        assert_eq!(d["stuckSince"], Value::Null, "{id}");
     }
     // Search items carry the same verdict as the detail.
     let page = app

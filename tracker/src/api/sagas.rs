@@ -94,6 +94,9 @@ pub struct SagaSummary {
     pub metadata: Value,
     /// Services that emitted events for this saga.
     pub services: Vec<String>,
+    /// When the saga became stuck, if it is stuck at the time of the request; the same
+    /// instant as `stuck.since`, kept flat so a table or a sort can use it directly.
+    pub stuck_since: Option<DateTime<Utc>>,
     /// Present when the saga is stuck at the time of the request: why, and since when.
     pub stuck: Option<StuckView>,
 }
@@ -441,6 +444,7 @@ pub fn summary(r: SagaRow, policy: &StuckPolicy, now: DateTime<Utc>) -> SagaSumm
         )
         .map(StuckView::from);
     SagaSummary {
+        stuck_since: stuck.as_ref().map(|s| s.since),
         stuck,
         ..SagaSummary::from(r)
     }
@@ -483,6 +487,7 @@ impl From<SagaRow> for SagaSummary {
     /// The row alone, without a stuck verdict (see [`summary`]).
     fn from(r: SagaRow) -> Self {
         Self {
+            stuck_since: None,
             stuck: None,
             failure: error_info(r.failure_code.as_ref(), r.failure_message.as_ref()),
             saga_id: r.saga_id,
