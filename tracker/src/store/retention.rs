@@ -15,6 +15,7 @@
 //! everywhere else.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgPool;
 
 use super::rollup;
@@ -41,7 +42,8 @@ const DOOMED: &str = "doomed as materialized (
 
 /// Deletes one batch of at most `batch_size` finished sagas that ended before `cutoff`,
 /// with their events, and subtracts them from the statistics rollups, in one statement
-/// (every part sees the rows as they were before the deletes).
+/// (every part sees the rows as they were before the deletes); then, in the same
+/// transaction, drops the rollup rows that subtraction brought to zero.
 pub async fn delete_batch(
     pool: &PgPool,
     cutoff: DateTime<Utc>,
@@ -52,14 +54,18 @@ pub async fn delete_batch(
          events as (delete from saga_events e using doomed d where e.saga_id = d.saga_id \
                     returning 1), \
          gone as (delete from sagas s using doomed d where s.saga_id = d.saga_id returning 1) \
-         select (select count(*) from gone), (select count(*) from events)",
+         select (select count(*) from gone), (select count(*) from events), {emptied}",
         rollups = rollup::subtract_doomed(),
+        emptied = rollup::emptied_keys(),
     );
-    let (sagas, events): (i64, i64) = sqlx::query_as(&sql)
+    let mut tx = pool.begin().await?;
+    let (sagas, events, a, b, c, d): (i64, i64, Value, Value, Value, Value) = sqlx::query_as(&sql)
         .bind(cutoff)
         .bind(batch_size)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
+    rollup::delete_emptied(&mut tx, (a, b, c, d)).await?;
+    tx.commit().await?;
     Ok(Removed {
         sagas: sagas.max(0) as u64,
         events: events.max(0) as u64,
@@ -82,9 +88,6 @@ pub async fn run_pass(
         total.sagas += batch.sagas;
         total.events += batch.events;
         if (batch.sagas as i64) < batch_size {
-            if total.sagas > 0 {
-                rollup::prune_zero_rows(pool).await?;
-            }
             return Ok(total);
         }
         // Let ingestion and queries have the connection and the disk between batches.

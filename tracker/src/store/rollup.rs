@@ -214,14 +214,9 @@ const TABLES: [(&str, &str, bool); 4] = [
 /// columns of the table, by name) to the rollups, each in key order so that two writers
 /// lock shared rows in the same order.
 fn upsert_ctes(selects: [&str; 4]) -> String {
-    let names = [
-        "rollup_counts",
-        "rollup_counts_daily",
-        "rollup_durations",
-        "rollup_durations_daily",
-    ];
     let mut out = Vec::new();
-    for ((name, (table, period, histogram)), select) in names.iter().zip(TABLES).zip(selects) {
+    for ((name, (table, period, histogram)), select) in UPSERT_NAMES.iter().zip(TABLES).zip(selects)
+    {
         let keys = format!("service, {period}, saga_type, step");
         let (conflict, columns, set) = if histogram {
             (
@@ -238,16 +233,107 @@ fn upsert_ctes(selects: [&str; 4]) -> String {
                     .join(", "),
             )
         };
+        let emptied = if histogram {
+            "t.count = 0"
+        } else {
+            "t.total = 0"
+        };
         out.push(format!(
             "{name} as ( \
                insert into {table} as t ({conflict}, {columns}) \
                select {conflict}, {columns} from ({select}) x order by {conflict} \
                on conflict ({conflict}) do update set {set} \
-               returning 1)"
+               returning {conflict}, {emptied} as emptied)"
         ));
     }
     out.join(", ")
 }
+
+/// CTE names of [`upsert_ctes`], in [`TABLES`] order.
+const UPSERT_NAMES: [&str; 4] = [
+    "rollup_counts",
+    "rollup_counts_daily",
+    "rollup_durations",
+    "rollup_durations_daily",
+];
+
+/// A select-list for a statement built on [`upsert_ctes`]: per rollup table (in [`TABLES`]
+/// order), the keys of the rows that statement brought back to zero, as a JSON array.
+/// [`delete_emptied`] takes them.
+pub fn emptied_keys() -> String {
+    UPSERT_NAMES
+        .map(|name| {
+            format!(
+                "(select coalesce(jsonb_agg(to_jsonb(x) - 'emptied'), '[]') \
+                  from {name} x where x.emptied)"
+            )
+        })
+        .join(", ")
+}
+
+/// Keys of rollup rows brought back to zero, per table in [`TABLES`] order.
+pub type Emptied = (Value, Value, Value, Value);
+
+/// Deletes the rollup rows listed in `emptied` if they still hold zero. Run in the
+/// transaction that zeroed them, which still holds their row locks, so no writer can have
+/// added to them in between. A zero row reads like a missing one, so this only keeps the
+/// tables from filling with dead keys (a saga that moved to another hour, or that retention
+/// removed) — by key, never by scanning them: they hold millions of rows at scale, and
+/// retention runs every few minutes.
+pub async fn delete_emptied(
+    tx: &mut Transaction<'_, Postgres>,
+    emptied: Emptied,
+) -> Result<u64, sqlx::Error> {
+    let (a, b, c, d) = &emptied;
+    if [a, b, c, d]
+        .iter()
+        .all(|v| v.as_array().is_none_or(Vec::is_empty))
+    {
+        return Ok(0);
+    }
+    let deleted: i64 = sqlx::query_scalar(&DELETE_EMPTIED)
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(d)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(deleted.max(0) as u64)
+}
+
+static DELETE_EMPTIED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut ctes = Vec::new();
+    for (n, (table, period, histogram)) in TABLES.into_iter().enumerate() {
+        let (columns, keys, empty) = if histogram {
+            (
+                format!(
+                    "service text, {period} timestamptz, saga_type text, step text, \
+                     kind \"char\", bucket smallint"
+                ),
+                format!("service, {period}, saga_type, step, kind, bucket"),
+                "count = 0",
+            )
+        } else {
+            (
+                format!("service text, {period} timestamptz, saga_type text, step text"),
+                format!("service, {period}, saga_type, step"),
+                "total = 0",
+            )
+        };
+        ctes.push(format!(
+            "d{n} as (delete from {table} t \
+               where ({keys}) in (select {keys} from jsonb_to_recordset(${}) as r({columns})) \
+                 and t.{empty} \
+               returning 1)",
+            n + 1
+        ));
+    }
+    format!(
+        "with {} select (select count(*) from d0) + (select count(*) from d1) \
+           + (select count(*) from d2) + (select count(*) from d3)",
+        ctes.join(", ")
+    )
+});
 
 /// CTEs (comma-separated, without `with`) that add the contributions of `plus` and
 /// subtract those of `minus` from the rollup tables, net per row, in key order (two writers
@@ -568,13 +654,14 @@ impl Delta {
                 })
                 .collect()
         };
-        sqlx::query(&UPSERT_DELTA)
+        let emptied: Emptied = sqlx::query_as(&UPSERT_DELTA)
             .bind(counts(&self.counts, "hour"))
             .bind(counts(&daily_counts, "day"))
             .bind(durations(&self.durations, "hour"))
             .bind(durations(&daily_durations, "day"))
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
+        delete_emptied(tx, emptied).await?;
         Ok(())
     }
 }
@@ -589,13 +676,14 @@ static UPSERT_DELTA: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     };
     let histogram = "kind \"char\", bucket smallint, count bigint, sum_us bigint";
     format!(
-        "with {} select 1",
+        "with {} select {}",
         upsert_ctes([
             &recordset(1, "hour", &counts),
             &recordset(2, "day", &counts),
             &recordset(3, "hour", histogram),
             &recordset(4, "day", histogram),
-        ])
+        ]),
+        emptied_keys()
     )
 });
 
@@ -629,21 +717,6 @@ pub fn subtract_doomed() -> String {
             ),
         }),
     )
-}
-
-/// Deletes rollup rows whose counts all went back to zero (every saga they counted was
-/// removed or moved to another hour). Harmless to keep, so retention does this at the end of
-/// a pass rather than the ingest path on every batch.
-pub async fn prune_zero_rows(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut removed = 0;
-    for (table, _, histogram) in TABLES {
-        let empty = if histogram { "count = 0" } else { "total = 0" };
-        removed += sqlx::query(&format!("delete from {table} where {empty}"))
-            .execute(pool)
-            .await?
-            .rows_affected();
-    }
-    Ok(removed)
 }
 
 /// What a rebuild did.
