@@ -135,14 +135,7 @@ impl TestApp {
     }
 
     async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        common::scrape(&self.http, &self.base).await
     }
 
     /// Writes through the real write path and records the batch like the consumer does.

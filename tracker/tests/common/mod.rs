@@ -226,6 +226,17 @@ impl Saga {
     }
 }
 
+/// `GET {base}/metrics` as text.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// How to start an [`InProcessTracker`].
 pub struct TrackerSetup<'a> {
     /// The broker's bootstrap address (a [`mock_cluster`]).
@@ -325,14 +336,7 @@ impl InProcessTracker {
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        scrape(&self.http, &self.base).await
     }
 
     /// Stops the tracker as SIGTERM would and requires a clean exit within 30 s. The
