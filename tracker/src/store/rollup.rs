@@ -201,71 +201,129 @@ pub fn duration_rows(prefix: &str) -> String {
     )
 }
 
-/// The four rollup tables: (table, period column, true for histograms).
-const TABLES: [(&str, &str, bool); 4] = [
-    ("stats_hourly", "hour", false),
-    ("stats_daily", "day", false),
-    ("stats_hourly_durations", "hour", true),
-    ("stats_daily_durations", "day", true),
+/// One rollup table: the single description its upsert, its JSON record type and the
+/// deletion of its emptied rows are all generated from.
+struct Table {
+    name: &'static str,
+    /// The CTE of [`upsert_ctes`] that writes it.
+    cte: &'static str,
+    /// `hour` or `day`.
+    period: &'static str,
+    /// A duration histogram (`kind`, `bucket` → `count`, `sum_us`), else the [`COUNTS`].
+    histogram: bool,
+}
+
+/// The four rollup tables.
+const TABLES: [Table; 4] = [
+    Table {
+        name: "stats_hourly",
+        cte: "rollup_counts",
+        period: "hour",
+        histogram: false,
+    },
+    Table {
+        name: "stats_daily",
+        cte: "rollup_counts_daily",
+        period: "day",
+        histogram: false,
+    },
+    Table {
+        name: "stats_hourly_durations",
+        cte: "rollup_durations",
+        period: "hour",
+        histogram: true,
+    },
+    Table {
+        name: "stats_daily_durations",
+        cte: "rollup_durations_daily",
+        period: "day",
+        histogram: true,
+    },
 ];
 
-/// CTEs `rollup_counts`, `rollup_counts_daily`, `rollup_durations`,
-/// `rollup_durations_daily` that add the rows of four `select`s (in [`TABLES`] order; the
-/// columns of the table, by name) to the rollups, each in key order so that two writers
-/// lock shared rows in the same order.
-fn upsert_ctes(selects: [&str; 4]) -> String {
-    let mut out = Vec::new();
-    for ((name, (table, period, histogram)), select) in UPSERT_NAMES.iter().zip(TABLES).zip(selects)
-    {
-        let keys = format!("service, {period}, saga_type, step");
-        let (conflict, columns, set) = if histogram {
-            (
-                format!("{keys}, kind, bucket"),
-                "count, sum_us".to_owned(),
-                "count = t.count + excluded.count, sum_us = t.sum_us + excluded.sum_us".to_owned(),
-            )
+impl Table {
+    /// The primary key's columns with their types.
+    fn typed_keys(&self) -> String {
+        let common = format!(
+            "service text, {} timestamptz, saga_type text, step text",
+            self.period
+        );
+        if self.histogram {
+            format!("{common}, kind \"char\", bucket smallint")
         } else {
-            (
-                keys.clone(),
-                COUNTS.join(", "),
-                COUNTS
-                    .map(|c| format!("{c} = t.{c} + excluded.{c}"))
-                    .join(", "),
-            )
-        };
-        let emptied = if histogram {
+            common
+        }
+    }
+
+    /// The primary key's columns.
+    fn keys(&self) -> String {
+        names(&self.typed_keys())
+    }
+
+    /// The value columns with their types.
+    fn typed_values(&self) -> String {
+        if self.histogram {
+            "count bigint, sum_us bigint".to_owned()
+        } else {
+            COUNTS.map(|c| format!("{c} bigint")).join(", ")
+        }
+    }
+
+    /// True for a row that counts nothing (a key no saga contributes to any more).
+    fn empty(&self) -> &'static str {
+        if self.histogram {
             "t.count = 0"
         } else {
             "t.total = 0"
-        };
+        }
+    }
+}
+
+/// `a type, b type` → `a, b`.
+fn names(typed: &str) -> String {
+    typed
+        .split(", ")
+        .map(|c| c.split_once(' ').map_or(c, |(name, _)| name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CTEs `rollup_counts`, `rollup_counts_daily`, `rollup_durations`,
+/// `rollup_durations_daily` (the [`Table::cte`]s) that add the rows of four `select`s (in
+/// [`TABLES`] order; the columns of the table, by name) to the rollups, each in key order so
+/// that two writers lock shared rows in the same order. Each returns the keys it wrote and
+/// whether the row now counts nothing (`emptied`).
+fn upsert_ctes(selects: [&str; 4]) -> String {
+    let mut out = Vec::new();
+    for (t, select) in TABLES.iter().zip(selects) {
+        let (name, table, keys, empty) = (t.cte, t.name, t.keys(), t.empty());
+        let columns = names(&t.typed_values());
+        let set = columns
+            .split(", ")
+            .map(|c| format!("{c} = t.{c} + excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         out.push(format!(
             "{name} as ( \
-               insert into {table} as t ({conflict}, {columns}) \
-               select {conflict}, {columns} from ({select}) x order by {conflict} \
-               on conflict ({conflict}) do update set {set} \
-               returning {conflict}, {emptied} as emptied)"
+               insert into {table} as t ({keys}, {columns}) \
+               select {keys}, {columns} from ({select}) x order by {keys} \
+               on conflict ({keys}) do update set {set} \
+               returning {keys}, {empty} as emptied)"
         ));
     }
     out.join(", ")
 }
 
-/// CTE names of [`upsert_ctes`], in [`TABLES`] order.
-const UPSERT_NAMES: [&str; 4] = [
-    "rollup_counts",
-    "rollup_counts_daily",
-    "rollup_durations",
-    "rollup_durations_daily",
-];
-
 /// A select-list for a statement built on [`upsert_ctes`]: per rollup table (in [`TABLES`]
 /// order), the keys of the rows that statement brought back to zero, as a JSON array.
 /// [`delete_emptied`] takes them.
 pub fn emptied_keys() -> String {
-    UPSERT_NAMES
-        .map(|name| {
+    TABLES
+        .map(|t| {
             format!(
                 "(select coalesce(jsonb_agg(to_jsonb(x) - 'emptied'), '[]') \
-                  from {name} x where x.emptied)"
+                  from {} x where x.emptied)",
+                t.cte
             )
         })
         .join(", ")
@@ -302,32 +360,24 @@ pub async fn delete_emptied(
 }
 
 static DELETE_EMPTIED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let mut ctes = Vec::new();
-    for (n, (table, period, histogram)) in TABLES.into_iter().enumerate() {
-        let (columns, keys, empty) = if histogram {
-            (
-                format!(
-                    "service text, {period} timestamptz, saga_type text, step text, \
-                     kind \"char\", bucket smallint"
-                ),
-                format!("service, {period}, saga_type, step, kind, bucket"),
-                "count = 0",
+    let ctes: Vec<String> = TABLES
+        .iter()
+        .enumerate()
+        .map(|(n, t)| {
+            format!(
+                "d{n} as (delete from {table} t \
+                   where ({keys}) in (select {keys} from jsonb_to_recordset(${param}) \
+                                      as r({typed})) \
+                     and {empty} \
+                   returning 1)",
+                table = t.name,
+                keys = t.keys(),
+                typed = t.typed_keys(),
+                empty = t.empty(),
+                param = n + 1,
             )
-        } else {
-            (
-                format!("service text, {period} timestamptz, saga_type text, step text"),
-                format!("service, {period}, saga_type, step"),
-                "total = 0",
-            )
-        };
-        ctes.push(format!(
-            "d{n} as (delete from {table} t \
-               where ({keys}) in (select {keys} from jsonb_to_recordset(${}) as r({columns})) \
-                 and t.{empty} \
-               returning 1)",
-            n + 1
-        ));
-    }
+        })
+        .collect();
     format!(
         "with {} select (select count(*) from d0) + (select count(*) from d1) \
            + (select count(*) from d2) + (select count(*) from d3)",
@@ -667,22 +717,18 @@ impl Delta {
 }
 
 static UPSERT_DELTA: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let counts = COUNTS.map(|c| format!("{c} bigint")).join(", ");
-    let recordset = |n: usize, period: &str, columns: &str| {
+    let [a, b, c, d] = [0, 1, 2, 3].map(|n| {
+        let t = &TABLES[n];
         format!(
-            "select * from jsonb_to_recordset(${n}) as r(service text, {period} timestamptz, \
-             saga_type text, step text, {columns})"
+            "select * from jsonb_to_recordset(${}) as r({}, {})",
+            n + 1,
+            t.typed_keys(),
+            t.typed_values()
         )
-    };
-    let histogram = "kind \"char\", bucket smallint, count bigint, sum_us bigint";
+    });
     format!(
         "with {} select {}",
-        upsert_ctes([
-            &recordset(1, "hour", &counts),
-            &recordset(2, "day", &counts),
-            &recordset(3, "hour", histogram),
-            &recordset(4, "day", histogram),
-        ]),
+        upsert_ctes([&a, &b, &c, &d]),
         emptied_keys()
     )
 });
