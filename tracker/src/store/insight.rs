@@ -13,12 +13,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::read::{push_stuck_reason, StuckAt};
 use super::rollup::{
-    self, estimate_percentiles, Bucket, COUNTS as COUNT_COLUMNS, SAGA_COLUMNS, STEP_DURATION_US,
+    self, estimate_percentiles, floor_to, Bucket, COUNTS as COUNT_COLUMNS, SAGA_COLUMNS,
+    STEP_DURATION_US,
 };
 use crate::stuck::{StuckPolicy, StuckReason};
 
@@ -135,10 +136,6 @@ struct Plan {
     hourly: Vec<PeriodRange>,
     /// `[from, to)` ranges of `started_at` computed from the stored sagas.
     edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-fn floor_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
-    t.duration_trunc(unit).unwrap_or(t)
 }
 
 fn ceil_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {

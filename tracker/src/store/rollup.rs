@@ -461,16 +461,19 @@ pub fn delta_ctes(plus: Option<Source<'_>>, minus: Option<Source<'_>>) -> String
     ctes.join(", ")
 }
 
+/// `t` truncated to a multiple of `unit` since the epoch (UTC): the rollups' hours and days.
+pub fn floor_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
+    t.duration_trunc(unit).unwrap_or(t)
+}
+
 /// The hour a saga counts in: its start, truncated to the hour (UTC).
 pub fn hour_of(started_at: DateTime<Utc>) -> DateTime<Utc> {
-    started_at
-        .duration_trunc(TimeDelta::hours(1))
-        .unwrap_or(started_at)
+    floor_to(started_at, TimeDelta::hours(1))
 }
 
 /// The day an hour belongs to (UTC).
 pub fn day_of(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::days(1)).unwrap_or(t)
+    floor_to(t, TimeDelta::days(1))
 }
 
 /// A saga as the rollups see it: the [`SAGA_COLUMNS`] of its row.
