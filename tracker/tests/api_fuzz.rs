@@ -242,10 +242,7 @@ fn no_query_string_or_path_makes_the_api_fail_or_leak_internals() {
         stats_timeout: std::time::Duration::from_secs(10),
     };
     let app = api::router(state);
-    let cases = std::env::var("API_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let cases = common::env_or("API_FUZZ_CASES", 2000);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

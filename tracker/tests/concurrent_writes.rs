@@ -124,10 +124,7 @@ fn expected(events: &[IncomingEvent]) -> Row {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_batches_of_one_saga_committed_concurrently_give_the_fold_of_the_full_set() {
     let (db, pool) = fresh_db().await;
-    let iterations: u64 = std::env::var("CONCURRENT_WRITE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let iterations: u64 = common::env_or("CONCURRENT_WRITE_ITERATIONS", 200);
     let mut rng = StdRng::seed_from_u64(0x5a6a_7e57);
     for i in 0..iterations {
         let saga_id = format!("conc-{i}");

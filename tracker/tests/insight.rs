@@ -886,10 +886,7 @@ async fn a_saga_that_fails_and_is_then_compensated_is_observed_once() {
 #[tokio::test]
 #[ignore = "benchmark: generates a large data set"]
 async fn stats_latency_at_scale() {
-    let n: i64 = std::env::var("STATS_BENCH_SAGAS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n: i64 = common::env_or("STATS_BENCH_SAGAS", 100_000);
     let app = spawn_app().await;
     let started = Instant::now();
     sqlx::query(include_str!("bench_stats_seed.sql"))

@@ -401,10 +401,7 @@ fn filters() -> Vec<StatsFilter> {
 async fn incremental_rollups_equal_a_rebuild_and_the_stats_equal_direct_queries() {
     let db = TestDb::create("saga_rollup").await;
     let pool = migrated_pool(&db.name).await;
-    let seed = std::env::var("ROLLUP_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026_u64);
+    let seed = common::env_or("ROLLUP_TEST_SEED", 0x5eed_2026_u64);
     println!("seed {seed} (set ROLLUP_TEST_SEED to replay)");
     let mut rng = Rng(seed);
     let events = stream(&mut rng, 600);

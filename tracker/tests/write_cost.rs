@@ -72,10 +72,7 @@ fn live_traffic(sagas: usize) -> Vec<IncomingEvent> {
 #[tokio::test]
 #[ignore = "benchmark: writes tens of thousands of events"]
 async fn write_path_cost() {
-    let sagas: usize = std::env::var("WRITE_COST_SAGAS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let sagas: usize = common::env_or("WRITE_COST_SAGAS", 10_000);
     let db = TestDb::create("saga_wcost").await;
     let pool = migrated_pool(&db.name).await;
     let events = live_traffic(sagas);

@@ -22,6 +22,17 @@ pub fn server_options() -> PgConnectOptions {
     PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL is a PostgreSQL URL")
 }
 
+/// The value of the environment variable `name` (a test's size or seed), else `default`. A
+/// value that does not parse fails the test rather than silently running the default.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
 /// A database that exists for one test and is dropped (best effort) when the test ends,
 /// whether it passed or panicked.
 pub struct TestDb {
