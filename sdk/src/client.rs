@@ -187,6 +187,13 @@ impl SagaTracker {
                 "queue.buffering.max.messages",
                 capacity.saturating_mul(2).to_string(),
             );
+        let security = config
+            .security
+            .properties()
+            .map_err(|e| Error::Config(format!("`security.{}` {}", e.field, e.reason)))?;
+        for (k, v) in &security {
+            cc.set(*k, v.expose());
+        }
         for (k, v) in &config.producer_properties {
             cc.set(k, v);
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::contract::MAX_ID_CHARS;
 use crate::error::Error;
+use crate::security::{KafkaSecurity, SaslConfig, Secret, TlsConfig};
 
 /// The topic the tracker consumes by default.
 pub const DEFAULT_TOPIC: &str = "saga.tracker";
@@ -145,6 +146,9 @@ pub struct TrackerConfig {
     pub buffer_capacity: usize,
     /// What an `Async` call does when the buffer is full. Default [`OverflowPolicy::Drop`].
     pub overflow: OverflowPolicy,
+    /// TLS and SASL to the brokers ([`crate::security`]). Default: plaintext, no SASL.
+    /// Raw `producer_properties` are applied after these and override them.
+    pub security: KafkaSecurity,
 }
 
 impl TrackerConfig {
@@ -161,7 +165,46 @@ impl TrackerConfig {
             delivery: DeliveryMode::Sync,
             buffer_capacity: DEFAULT_BUFFER_CAPACITY,
             overflow: OverflowPolicy::Drop,
+            security: KafkaSecurity::default(),
         }
+    }
+
+    /// Connect over TLS ([`TlsConfig`]: CA file, client certificate for mTLS, hostname
+    /// verification).
+    ///
+    /// ```
+    /// use saga_tracker_sdk::{security::TlsConfig, TrackerConfig};
+    ///
+    /// let config = TrackerConfig::new("kafka-1:9093", "payment-service").with_tls(TlsConfig {
+    ///     enabled: true,
+    ///     ca_file: Some("/etc/kafka/ca.pem".into()),
+    ///     ..TlsConfig::default()
+    /// });
+    /// assert_eq!(config.security.protocol(), "ssl");
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.security.tls = tls;
+        self
+    }
+
+    /// Authenticate with SASL ([`SaslConfig`]: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512).
+    ///
+    /// ```
+    /// use saga_tracker_sdk::security::{SaslConfig, SaslMechanism, Secret};
+    /// use saga_tracker_sdk::TrackerConfig;
+    ///
+    /// let config = TrackerConfig::new("kafka-1:9093", "payment-service").with_sasl(SaslConfig {
+    ///     mechanism: Some(SaslMechanism::ScramSha512),
+    ///     username: Some("payment-service".into()),
+    ///     password: Some(Secret::new("from-your-secret-store")),
+    ///     ..SaslConfig::default()
+    /// });
+    /// assert_eq!(config.security.protocol(), "sasl_plaintext");
+    /// assert!(!format!("{config:?}").contains("from-your-secret-store"));
+    /// ```
+    pub fn with_sasl(mut self, sasl: SaslConfig) -> Self {
+        self.security.sasl = sasl;
+        self
     }
 
     /// A configuration whose tracker does nothing.
@@ -231,6 +274,14 @@ impl TrackerConfig {
     /// | `SAGA_TRACKER_BUFFER_CAPACITY` | [`TrackerConfig::buffer_capacity`] | `10000` |
     /// | `SAGA_TRACKER_OVERFLOW` | `drop` or `wait` | `drop` |
     /// | `SAGA_TRACKER_OVERFLOW_TIMEOUT_MS` | how long `wait` waits | `100` |
+    /// | `SAGA_TRACKER_TLS_ENABLED` | TLS to the brokers ([`TlsConfig::enabled`]) | `false` |
+    /// | `SAGA_TRACKER_TLS_CA_FILE` | PEM CA bundle | platform trust store |
+    /// | `SAGA_TRACKER_TLS_CERT_FILE`, `SAGA_TRACKER_TLS_KEY_FILE` | client certificate and key (mTLS) | — |
+    /// | `SAGA_TRACKER_TLS_KEY_PASSWORD[_FILE]` | passphrase of the key, inline or in a file | — |
+    /// | `SAGA_TRACKER_TLS_VERIFY_HOSTNAME` | check the broker certificate's host name | `true` |
+    /// | `SAGA_TRACKER_SASL_MECHANISM` | `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` | no SASL |
+    /// | `SAGA_TRACKER_SASL_USERNAME` | SASL user | — |
+    /// | `SAGA_TRACKER_SASL_PASSWORD[_FILE]` | SASL password, inline or in a file | — |
     /// | `SAGA_TRACKER_PRODUCER_<NAME>` | librdkafka property: `<NAME>` lowercased, `_` → `.`, `__` → `_` | — |
     ///
     /// So `SAGA_TRACKER_PRODUCER_SASL_MECHANISM=PLAIN` sets `sasl.mechanism=PLAIN`. Any other
@@ -304,6 +355,52 @@ impl TrackerConfig {
                 ))
             }
         };
+        let mut path = |name: &str| -> Option<std::path::PathBuf> {
+            vars.remove(&format!("{ENV_PREFIX}{name}"))
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        };
+        let tls_ca = path("TLS_CA_FILE");
+        let tls_cert = path("TLS_CERT_FILE");
+        let tls_key = path("TLS_KEY_FILE");
+        let tls_key_password_file = path("TLS_KEY_PASSWORD_FILE");
+        let sasl_password_file = path("SASL_PASSWORD_FILE");
+        let mut take = |name: &str| vars.remove(&format!("{ENV_PREFIX}{name}"));
+        let tls = TlsConfig {
+            enabled: match take("TLS_ENABLED") {
+                None => false,
+                Some(v) => parse_bool(&v).ok_or_else(|| {
+                    env_err("TLS_ENABLED", format!("expected true or false, got {v:?}"))
+                })?,
+            },
+            ca_file: tls_ca,
+            cert_file: tls_cert,
+            key_file: tls_key,
+            key_password: take("TLS_KEY_PASSWORD").map(Secret::from),
+            key_password_file: tls_key_password_file,
+            verify_hostname: match take("TLS_VERIFY_HOSTNAME") {
+                None => true,
+                Some(v) => parse_bool(&v).ok_or_else(|| {
+                    env_err(
+                        "TLS_VERIFY_HOSTNAME",
+                        format!("expected true or false, got {v:?}"),
+                    )
+                })?,
+            },
+        };
+        let sasl = SaslConfig {
+            mechanism: match take("SASL_MECHANISM").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|e: String| env_err("SASL_MECHANISM", e))?,
+                ),
+            },
+            username: take("SASL_USERNAME"),
+            password: take("SASL_PASSWORD").map(Secret::from),
+            password_file: sasl_password_file,
+        };
+        let security = KafkaSecurity { tls, sasl };
         let mut producer_properties = BTreeMap::new();
         let producer_prefix = format!("{ENV_PREFIX}PRODUCER_");
         for (variable, value) in std::mem::take(&mut vars) {
@@ -312,7 +409,8 @@ impl TrackerConfig {
                     variable,
                     reason: "unknown variable; expected one of ENABLED, BROKERS, SERVICE, \
                              TOPIC, DELIVERY, DELIVERY_TIMEOUT_MS, BUFFER_CAPACITY, OVERFLOW, \
-                             OVERFLOW_TIMEOUT_MS or PRODUCER_<property> after SAGA_TRACKER_"
+                             OVERFLOW_TIMEOUT_MS, TLS_*, SASL_* or PRODUCER_<property> after \
+                             SAGA_TRACKER_"
                         .into(),
                 });
             };
@@ -337,6 +435,7 @@ impl TrackerConfig {
             delivery,
             buffer_capacity,
             overflow,
+            security,
         };
         if !enabled {
             return Ok(config);
@@ -358,6 +457,14 @@ impl TrackerConfig {
             variable: format!("{ENV_PREFIX}{}", field.env_suffix()),
             reason,
         })?;
+        // `tls.ca_file` is SAGA_TRACKER_TLS_CA_FILE.
+        config.security.validate().map_err(|e| Error::Env {
+            variable: format!(
+                "{ENV_PREFIX}{}",
+                e.field.replace('.', "_").to_ascii_uppercase()
+            ),
+            reason: e.reason,
+        })?;
         Ok(config)
     }
 
@@ -368,7 +475,10 @@ impl TrackerConfig {
             return Ok(());
         }
         self.check()
-            .map_err(|(field, reason)| Error::Config(format!("`{}` {reason}", field.name())))
+            .map_err(|(field, reason)| Error::Config(format!("`{}` {reason}", field.name())))?;
+        self.security
+            .validate()
+            .map_err(|e| Error::Config(format!("`security.{}` {}", e.field, e.reason)))
     }
 
     fn check(&self) -> Result<(), (Field, String)> {
@@ -530,6 +640,7 @@ impl fmt::Debug for TrackerConfig {
             .field("delivery", &self.delivery)
             .field("buffer_capacity", &self.buffer_capacity)
             .field("overflow", &self.overflow)
+            .field("security", &self.security)
             .finish()
     }
 }

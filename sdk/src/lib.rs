@@ -34,6 +34,8 @@
 //!   extracted from Kafka and HTTP headers so every service records into the same saga.
 //! - [`contract`] — the event contract shared with the tracker: types, validation, decoding
 //!   (including the legacy shape), and with the `schema` feature its JSON Schema.
+//! - [`security`] — TLS (with mTLS) and SASL PLAIN/SCRAM to the brokers, as typed settings
+//!   shared with the tracker; secrets inline or from files, never printed.
 //! - [`stats`] — self-metrics (`saga_tracker_sdk_*`) through the [`metrics`] facade.
 //! - [`error`] — the SDK's one error type.
 //!
@@ -56,6 +58,11 @@
 //!
 //! # Cargo features
 //!
+//! - `tls-vendored` (default) — TLS and SASL PLAIN/SCRAM to the brokers ([`security`]), with
+//!   OpenSSL compiled from crates.io, so building needs no system OpenSSL headers.
+//! - `tls-system` — the same, linking the platform's OpenSSL (`libssl-dev`) instead: turn off
+//!   default features and enable this one. With neither, only plaintext brokers can be
+//!   reached and a TLS or SASL setting fails when the tracker is built.
 //! - `opentelemetry` — take `traceId`/`spanId` from the current OpenTelemetry context and send
 //!   a W3C `traceparent` header. Without it, set ids with [`Step::with_trace_ids`] or
 //!   [`Step::with_traceparent`].
@@ -68,6 +75,7 @@ pub mod context;
 pub mod contract;
 pub mod error;
 pub mod saga;
+pub mod security;
 pub mod stats;
 pub mod step;
 mod trace;

@@ -21,6 +21,9 @@
 //! how to get it. Logs of every process go to `<workspace>/target/test-logs/`, and the tail
 //! of each is printed when a test panics, so a CI failure explains itself.
 
+pub mod pg;
+pub mod pki;
+
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
@@ -286,8 +289,99 @@ pub struct Tansu {
     port: u16,
     bin: PathBuf,
     log: PathBuf,
+    /// `--cert/--key` and `--authentication`, when the broker was restarted secured.
+    security: TansuSecurity,
+    /// The port it tells clients to use: its own, or a TLS terminator's in front of it.
+    advertised: u16,
     // Held for its Drop: removes the SQLite file after the broker is gone.
     _data: tempfile::TempDir,
+}
+
+/// How a [`Tansu`] broker guards its listener.
+///
+/// TLS is not here: tansu 0.6.0's `broker` declares `--cert` and `--key` in one clap group,
+/// which makes them mutually exclusive, so its TLS listener cannot be switched on. Tests put
+/// [`TlsFront`] (OpenSSL, through socat) in front of the broker instead.
+#[derive(Debug, Clone, Default)]
+pub struct TansuSecurity {
+    /// Require SASL authentication (`--authentication`; tansu 0.6 offers SCRAM-SHA-256 and
+    /// SCRAM-SHA-512, checked against the users created with [`Tansu::create_scram_user`]).
+    pub authentication: bool,
+}
+
+/// A TLS listener in front of a broker: socat's `OPENSSL-LISTEN` (OpenSSL, the same library
+/// a Kafka broker's JVM-independent clients and librdkafka use) terminating TLS with a
+/// certificate from the test's CA and forwarding plaintext to the broker. With a client CA it
+/// demands a client certificate signed by it (mutual TLS). Start the broker with
+/// [`Tansu::start_advertising`] on the front's port, so every connection librdkafka opens
+/// after bootstrap goes through it too. Killed by PID when dropped.
+#[derive(Debug)]
+pub struct TlsFront {
+    child: Child,
+    port: u16,
+}
+
+impl TlsFront {
+    /// Listens on 127.0.0.1:`port`, serving `server`, forwarding to 127.0.0.1:`backend`.
+    pub fn start(
+        port: u16,
+        server: &pki::CertFiles,
+        client_ca: Option<&Path>,
+        backend: u16,
+    ) -> anyhow::Result<Self> {
+        let mut listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={}",
+            server.cert.display(),
+            server.key.display()
+        );
+        match client_ca {
+            Some(ca) => listen.push_str(&format!(",cafile={},verify=1", ca.display())),
+            None => listen.push_str(",verify=0"),
+        }
+        let log = log_dir()?.join(format!("tls-front-{port}-{}.log", unique_suffix()));
+        let (out, err) = log_file(&log)?;
+        let child = Command::new("socat")
+            .arg(listen)
+            .arg(format!("TCP:127.0.0.1:{backend}"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting socat (scripts/test.sh installs it: apt-get install socat)")?;
+        let mut front = Self { child, port };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_err()
+        {
+            if let Some(status) = front.child.try_wait()? {
+                bail!("socat exited with {status}: {}", log_tail(&log, 20));
+            }
+            ensure!(Instant::now() < deadline, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(front)
+    }
+
+    /// Bootstrap servers for clients: `127.0.0.1:<port>`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// The SCRAM variants `tansu user create --mechanism` knows.
+#[derive(Debug, Clone, Copy)]
+pub enum Scram {
+    Sha256,
+    Sha512,
 }
 
 impl Tansu {
@@ -305,36 +399,64 @@ impl Tansu {
         Err(last_err)
     }
 
+    /// Starts a broker that advertises `127.0.0.1:<advertised>` instead of its own port, for
+    /// a proxy in front of it (the mutual-TLS test's terminator).
+    pub async fn start_advertising(advertised: u16) -> anyhow::Result<Self> {
+        let bin = tansu_bin()?;
+        Self::try_start_on(&bin, Some(advertised)).await
+    }
+
     async fn try_start(bin: &Path) -> anyhow::Result<Self> {
+        Self::try_start_on(bin, None).await
+    }
+
+    async fn try_start_on(bin: &Path, advertised: Option<u16>) -> anyhow::Result<Self> {
         let port = free_port()?;
+        let advertised = advertised.unwrap_or(port);
         let data = tempfile::Builder::new()
             .prefix("saga-tracker-tansu-")
             .tempdir()
             .context("creating a temporary directory for tansu")?;
         let log = log_dir()?.join(format!("tansu-{port}-{}.log", unique_suffix()));
-        let child = Self::spawn_child(bin, port, data.path(), &log)?;
+        let security = TansuSecurity::default();
+        let child = Self::spawn_child(bin, port, advertised, data.path(), &log, &security)?;
         let mut tansu = Self {
             child,
             port,
+            advertised,
             bin: bin.to_path_buf(),
             log,
+            security,
             _data: data,
         };
         tansu.wait_listening().await?;
         Ok(tansu)
     }
 
-    fn spawn_child(bin: &Path, port: u16, data: &Path, log: &Path) -> anyhow::Result<Child> {
+    fn spawn_child(
+        bin: &Path,
+        port: u16,
+        advertised: u16,
+        data: &Path,
+        log: &Path,
+        security: &TansuSecurity,
+    ) -> anyhow::Result<Child> {
         let (out, err) = log_file(log)?;
         let listener = format!("tcp://127.0.0.1:{port}");
         // tansu resolves `sqlite://` paths against its working directory (even ones that look
         // absolute), so run it inside the data directory with a relative file name.
-        Command::new(bin)
-            .arg("broker")
+        let mut cmd = Command::new(bin);
+        cmd.arg("broker")
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(data)
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{advertised}"),
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        if security.authentication {
+            cmd.arg("--authentication");
+        }
+        cmd.current_dir(data)
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
             .env_remove("STORAGE_ENGINE")
@@ -351,8 +473,58 @@ impl Tansu {
         kill_and_reap(&mut self.child);
         let data = self._data.path().to_path_buf();
         let log = self.log_restart();
-        self.child = Self::spawn_child(&self.bin, self.port, &data, &log)?;
+        self.child = Self::spawn_child(
+            &self.bin,
+            self.port,
+            self.advertised,
+            &data,
+            &log,
+            &self.security,
+        )?;
         self.wait_listening().await
+    }
+
+    /// Restarts the broker (same port, same data) guarded by `security`. tansu's own admin
+    /// commands speak neither TLS nor SASL, so create topics and users first, then secure it.
+    pub async fn restart_secured(&mut self, security: TansuSecurity) -> anyhow::Result<()> {
+        self.security = security;
+        self.restart().await
+    }
+
+    /// Creates (or updates) a SCRAM user with `tansu user create`, on a broker not yet
+    /// secured.
+    pub async fn create_scram_user(
+        &self,
+        name: &str,
+        password: &str,
+        mechanism: Scram,
+    ) -> anyhow::Result<()> {
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        let mechanism = match mechanism {
+            Scram::Sha256 => "scram256",
+            Scram::Sha512 => "scram512",
+        };
+        poll_until(
+            Duration::from_secs(20),
+            &format!("tansu to create user {name}"),
+            || async {
+                let out = tokio::process::Command::new(&self.bin)
+                    .args(["user", "create", name, password])
+                    .args(["--mechanism", mechanism, "--broker", &broker])
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .context("running `tansu user create`")?;
+                ensure!(
+                    out.status.success(),
+                    "`tansu user create {name}` failed with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(())
+            },
+        )
+        .await
     }
 
     fn log_restart(&mut self) -> PathBuf {
@@ -525,13 +697,15 @@ fn tracker_command(bin: &Path, env: &[(String, String)]) -> Command {
 
 /// Runs `saga-tracker migrate` against `database_url` and fails with its output if it fails.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let bin = tracker_bin()?;
-    let env = vec![("TRACKER_DATABASE__URL".to_owned(), database_url.to_owned())];
-    let out = tokio::process::Command::from(tracker_command(&bin, &env))
-        .arg("migrate")
-        .output()
+    migrate_with(&[("TRACKER_DATABASE__URL".to_owned(), database_url.to_owned())])
         .await
-        .with_context(|| format!("running {} migrate", bin.display()))?;
+        .map(drop)
+}
+
+/// Runs `saga-tracker migrate` with exactly these `TRACKER_*` variables; returns its output
+/// (stdout then stderr) and fails with it if the command fails.
+pub async fn migrate_with(env: &[(String, String)]) -> anyhow::Result<String> {
+    let out = run_tracker_command("migrate", env).await?;
     ensure!(
         out.status.success(),
         "`saga-tracker migrate` failed with {}:\n{}{}",
@@ -539,7 +713,28 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Runs `saga-tracker <subcommand>` to completion with exactly these `TRACKER_*` variables.
+pub async fn run_tracker_command(
+    subcommand: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<std::process::Output> {
+    let bin = tracker_bin()?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::from(tracker_command(&bin, env))
+            .arg(subcommand)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("`saga-tracker {subcommand}` did not finish within 60 s"))?
+    .with_context(|| format!("running {} {subcommand}", bin.display()))
 }
 
 /// A running `saga-tracker run` process and a typed client for its HTTP API.
@@ -655,6 +850,16 @@ impl TrackerProcess {
     /// exactly as in a crash.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own; `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        wait_exit(&mut self.child, timeout).await
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// True while the process runs.
