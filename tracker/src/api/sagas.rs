@@ -37,8 +37,8 @@ pub const MAX_LIMIT: i64 = 500;
 /// Most `meta.*` conditions in one search: each is an index probe.
 pub const MAX_METADATA_FILTERS: usize = 20;
 /// Longest accepted metadata key or value.
-const MAX_METADATA_CHARS: usize = 1024;
-const METADATA_PREFIX: &str = "meta.";
+pub const MAX_METADATA_CHARS: usize = 1024;
+pub const METADATA_PREFIX: &str = "meta.";
 
 // ---------------------------------------------------------------------------------------
 // Response bodies
@@ -329,9 +329,11 @@ pub async fn search(
     path = "/api/v1/sagas/{sagaId}",
     operation_id = "getSaga",
     tag = "sagas",
-    params(("sagaId" = String, Path, description = "The saga id (percent-encode `/` and other reserved characters)")),
+    params(("sagaId" = String, Path, pattern = "^[^\\u0000]+$", min_length = 1,
+        description = "The saga id (percent-encode `/` and other reserved characters)")),
     responses(
         (status = 200, description = "The saga with its steps", body = SagaDetail),
+        (status = 400, description = "The saga id holds U+0000 (`%00`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No saga with this id", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
@@ -359,9 +361,11 @@ pub async fn detail(
     path = "/api/v1/sagas/{sagaId}/events",
     operation_id = "listSagaEvents",
     tag = "sagas",
-    params(("sagaId" = String, Path, description = "The saga id (percent-encode `/` and other reserved characters)")),
+    params(("sagaId" = String, Path, pattern = "^[^\\u0000]+$", min_length = 1,
+        description = "The saga id (percent-encode `/` and other reserved characters)")),
     responses(
         (status = 200, description = "The saga's events", body = EventList),
+        (status = 400, description = "The saga id holds U+0000 (`%00`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No saga with this id", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
