@@ -1,19 +1,49 @@
 #!/usr/bin/env bash
-# Makes sure python3 can import kafka-python, the independent Kafka client the end-to-end
-# tests use to send legacy-shape and poison messages and to read the DLQ. Idempotent, quiet.
+# Makes sure the Python tools the tests use are installed. Idempotent, quiet.
+#
+#   - kafka-python, importable by python3: the independent Kafka client the end-to-end tests
+#     use to send legacy-shape and poison messages and to read the DLQ;
+#   - schemathesis (pinned), in a virtualenv of its own at $SCHEMATHESIS_VENV
+#     (default ~/.cache/saga-tracker/schemathesis-venv), for scripts/schemathesis.sh. A venv,
+#     so its many dependencies cannot upset the system python's packages.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# Pinned so a new release cannot change the verdict between two runs.
+SCHEMATHESIS_REQUIREMENT="schemathesis==4.32.5"
+SCHEMATHESIS_VENV="${SCHEMATHESIS_VENV:-$HOME/.cache/saga-tracker/schemathesis-venv}"
+
 have python3 || die "python3 is required (Debian: apt-get install -y python3 python3-pip)"
 
-if python3 -c 'import kafka, sys; sys.exit(0 if int(kafka.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null; then
-    log "kafka-python $(python3 -c 'import kafka; print(kafka.__version__)') is installed"
-    exit 0
-fi
+kafka_python_ok() {
+    python3 -c 'import kafka, sys; sys.exit(0 if int(kafka.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null
+}
 
-log "installing $KAFKA_PYTHON_REQUIREMENT"
-python3 -m pip install --quiet --disable-pip-version-check "$KAFKA_PYTHON_REQUIREMENT" ||
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$KAFKA_PYTHON_REQUIREMENT"
-python3 -c 'import kafka' || die "kafka-python installed but cannot be imported by python3"
+if ! kafka_python_ok; then
+    log "installing $KAFKA_PYTHON_REQUIREMENT"
+    python3 -m pip install --quiet --disable-pip-version-check "$KAFKA_PYTHON_REQUIREMENT" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$KAFKA_PYTHON_REQUIREMENT"
+    python3 -c 'import kafka' || die "kafka-python installed but cannot be imported by python3"
+fi
 log "kafka-python $(python3 -c 'import kafka; print(kafka.__version__)') is installed"
+
+schemathesis_ok() {
+    [[ -x "$SCHEMATHESIS_VENV/bin/python" ]] &&
+        "$SCHEMATHESIS_VENV/bin/python" - "${SCHEMATHESIS_REQUIREMENT#*==}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("schemathesis") == sys.argv[1] else 1)
+PY
+}
+
+if ! schemathesis_ok; then
+    log "installing $SCHEMATHESIS_REQUIREMENT into $SCHEMATHESIS_VENV"
+    mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
+    [[ -x "$SCHEMATHESIS_VENV/bin/python" ]] || python3 -m venv "$SCHEMATHESIS_VENV" ||
+        die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SCHEMATHESIS_REQUIREMENT" ||
+        die "pip install $SCHEMATHESIS_REQUIREMENT failed"
+    schemathesis_ok || die "$SCHEMATHESIS_VENV does not have $SCHEMATHESIS_REQUIREMENT after installing it"
+fi
+log "schemathesis ${SCHEMATHESIS_REQUIREMENT#*==} is installed ($SCHEMATHESIS_VENV)"

@@ -7,7 +7,9 @@
 #   2. cargo fmt --check, clippy with warnings as errors, build of every target;
 #   3. cargo test for the whole workspace — unit, property and end-to-end tests (the latter
 #      start their own tansu broker, databases and tracker processes on free loopback ports);
-#   4. the committed docs/openapi.json matches what the binary generates.
+#   4. the committed docs/openapi.json matches what the binary generates;
+#   5. schemathesis finds nothing against a running tracker (scripts/schemathesis.sh);
+#   6. the operations kit (scripts/check-ops.sh).
 #
 # Non-interactive and idempotent; a cold machine spends most of its time building tansu
 # once (cached under ~/.cache/saga-tracker) and the workspace.
@@ -62,6 +64,9 @@ if ! "$SAGA_TRACKER_BIN" openapi | diff -u docs/openapi.json - >"$REPO_ROOT/targ
 and commit the result."
 fi
 log "docs/openapi.json matches the binary"
+
+step "schemathesis: the served OpenAPI document against the running tracker"
+bash "$REPO_ROOT/scripts/schemathesis.sh"
 
 step "Operations kit: Helm chart, dashboards, alerts (with a live Prometheus and Alertmanager)"
 bash "$REPO_ROOT/scripts/check-ops.sh"
