@@ -188,6 +188,44 @@ cm = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Co
 open(sys.argv[2], "w").write(cm[0]["data"]["tracker.toml"])
 PY
 done
+# Every TRACKER_* variable the chart sets must name a setting the tracker has (a typo would
+# be skipped with a warning at start-up, leaving e.g. TLS silently off). The names are read
+# from the binary's own commented defaults, where every setting appears, set or commented out.
+BIN="${SAGA_TRACKER_BIN:-$REPO_ROOT/target/debug/saga-tracker}"
+if [[ -x "$BIN" ]]; then
+    "$BIN" default-config >"$OUT/default-config.toml"
+    "$PY" - "$OUT/default-config.toml" "$OUT"/rendered/*.yaml <<'PY' || die "the chart sets TRACKER_* variables the tracker does not know"
+import re, sys, yaml
+known, section = set(), ""
+for line in open(sys.argv[1]):
+    if m := re.match(r"^\[\[?([a-z0-9_.]+)\]\]?\s*$", line):
+        section = m.group(1)
+        known.add(section)
+    elif m := re.match(r"^#?\s*([a-z0-9_]+)\s*=", line):
+        known.add(f"{section}.{m.group(1)}")
+maps = ("stuck.thresholds.", "kafka.properties.")  # tables of free-form keys
+bad = []
+for f in sys.argv[2:]:
+    for d in yaml.safe_load_all(open(f)):
+        if not d or d["kind"] not in ("Deployment", "Job"):
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env") or []:
+                if not e["name"].startswith("TRACKER_"):
+                    continue
+                key = e["name"][len("TRACKER_"):].lower().replace("__", ".")
+                if key not in known and not key.startswith(maps):
+                    bad.append(f"{f.rsplit('/', 1)[-1]}: {d['kind']}: {e['name']} ({key})")
+for b in bad:
+    print("  " + b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+    log "every TRACKER_* variable the chart sets names a setting of $(basename "$BIN")"
+elif [[ "${OPS_SKIP_LIVE:-0}" == "1" ]]; then
+    warn "no tracker binary at $BIN: the chart's TRACKER_* names are not checked against it"
+else
+    die "no tracker binary at $BIN (build it: cargo build -p saga-tracker)"
+fi
 mkdir -p "$OUT/crd"
 for f in "$OUT"/rendered/*.yaml; do
     "$PY" -c 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], open(sys.argv[2], "w"))' \

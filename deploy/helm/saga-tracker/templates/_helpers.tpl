@@ -63,3 +63,125 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 database-url
 {{- end }}
 {{- end }}
+
+{{/* Where file settings ({secret, key}) are mounted; one directory per setting. */}}
+{{- define "saga-tracker.secretsDir" -}}
+/var/run/secrets/saga-tracker
+{{- end }}
+
+{{/*
+The file settings in effect, as JSON {"files": [{volume, env, secret, key}]}: each names the
+TRACKER_* variable that receives the file's path and the Secret key it is mounted from.
+Settings of a feature that is off (Kafka TLS, SASL, auth) are left out, so a stray value
+cannot half-configure it.
+*/}}
+{{- define "saga-tracker.fileSettings" -}}
+{{- $v := .Values -}}
+{{- $candidates := list -}}
+{{- if $v.kafka.tls.enabled -}}
+{{- $candidates = append $candidates (list "kafka-tls-ca" "TRACKER_KAFKA__TLS__CA_FILE" $v.kafka.tls.caFile) -}}
+{{- $candidates = append $candidates (list "kafka-tls-cert" "TRACKER_KAFKA__TLS__CERT_FILE" $v.kafka.tls.certFile) -}}
+{{- $candidates = append $candidates (list "kafka-tls-key" "TRACKER_KAFKA__TLS__KEY_FILE" $v.kafka.tls.keyFile) -}}
+{{- $candidates = append $candidates (list "kafka-tls-key-password" "TRACKER_KAFKA__TLS__KEY_PASSWORD_FILE" $v.kafka.tls.keyPasswordFile) -}}
+{{- end -}}
+{{- if $v.kafka.sasl.mechanism -}}
+{{- $candidates = append $candidates (list "kafka-sasl-password" "TRACKER_KAFKA__SASL__PASSWORD_FILE" $v.kafka.sasl.passwordFile) -}}
+{{- end -}}
+{{- $candidates = append $candidates (list "database-ssl-root-cert" "TRACKER_DATABASE__SSL_ROOT_CERT" $v.database.sslRootCert) -}}
+{{- $candidates = append $candidates (list "database-password" "TRACKER_DATABASE__PASSWORD_FILE" $v.database.passwordFile) -}}
+{{- if $v.auth.enabled -}}
+{{- $candidates = append $candidates (list "auth-api-keys" "TRACKER_AUTH__API_KEYS_FILE" $v.auth.apiKeysFile) -}}
+{{- end -}}
+{{- $files := list -}}
+{{- range $candidates -}}
+{{- $file := index . 2 | default dict -}}
+{{- if $file.secret -}}
+{{- $files = append $files (dict "volume" (index . 0) "env" (index . 1) "secret" $file.secret "key" $file.key) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "files" $files) -}}
+{{- end }}
+
+{{/*
+The typed settings as TRACKER_* variables, for the tracker and the migration job alike (the
+job loads and validates the same configuration). Only what is set is emitted: an unset value
+keeps the tracker's own default.
+*/}}
+{{- define "saga-tracker.settingsEnv" -}}
+{{- $v := .Values -}}
+{{- if $v.kafka.tls.enabled }}
+- name: TRACKER_KAFKA__TLS__ENABLED
+  value: "true"
+- name: TRACKER_KAFKA__TLS__VERIFY_HOSTNAME
+  value: {{ $v.kafka.tls.verifyHostname | quote }}
+{{- end }}
+{{- with $v.kafka.sasl.mechanism }}
+- name: TRACKER_KAFKA__SASL__MECHANISM
+  value: {{ . | quote }}
+- name: TRACKER_KAFKA__SASL__USERNAME
+  value: {{ $v.kafka.sasl.username | quote }}
+{{- end }}
+{{- with $v.database.sslMode }}
+- name: TRACKER_DATABASE__SSL_MODE
+  value: {{ . | quote }}
+{{- end }}
+{{- if $v.auth.enabled }}
+- name: TRACKER_AUTH__ENABLED
+  value: "true"
+{{- with $v.auth.oidc }}
+{{- if .issuer }}
+- name: TRACKER_AUTH__OIDC__ENABLED
+  value: "true"
+- name: TRACKER_AUTH__OIDC__ISSUER
+  value: {{ .issuer | quote }}
+- name: TRACKER_AUTH__OIDC__AUDIENCE
+  value: {{ .audience | quote }}
+- name: TRACKER_AUTH__OIDC__JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- with .roleClaim }}
+- name: TRACKER_AUTH__OIDC__ROLE_CLAIM
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $v.opsListener.enabled }}
+- name: TRACKER_HTTP__OPS_ADDR
+  value: {{ printf "0.0.0.0:%v" $v.opsListener.port | quote }}
+{{- end }}
+{{- range (include "saga-tracker.fileSettings" . | fromJson).files }}
+- name: {{ .env }}
+  value: {{ printf "%s/%s/%s" (include "saga-tracker.secretsDir" $) .volume .key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* volumeMounts for the file settings. */}}
+{{- define "saga-tracker.secretMounts" -}}
+{{- range (include "saga-tracker.fileSettings" . | fromJson).files }}
+- name: {{ .volume }}
+  mountPath: {{ printf "%s/%s" (include "saga-tracker.secretsDir" $) .volume }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* volumes for the file settings: only the one key of each Secret, readable by the pod's group. */}}
+{{- define "saga-tracker.secretVolumes" -}}
+{{- range (include "saga-tracker.fileSettings" . | fromJson).files }}
+- name: {{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key }}
+        path: {{ .key }}
+{{- end }}
+{{- end }}
+
+{{/* A probe from values, pointed at the ops listener when there is one. */}}
+{{- define "saga-tracker.probe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- if .root.Values.opsListener.enabled -}}
+{{- $_ := set $probe.httpGet "port" "ops" -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end }}
