@@ -7,13 +7,14 @@
 //! then the background jobs (gauges, retention) and the HTTP server stop.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Authenticator, Surface};
 use crate::config::{RetentionSettings, Settings, StuckSettings};
 use crate::health::ConsumerHealth;
 use crate::ingest::{topics, Ingestor};
@@ -23,6 +24,8 @@ use crate::{background, metrics, store};
 /// A built, not yet running, tracker.
 pub struct Application {
     listener: TcpListener,
+    /// The probes' and `/metrics`' own listener, when `http.ops_addr` is set.
+    ops_listener: Option<TcpListener>,
     state: AppState,
     ingestor: Ingestor,
     stuck: StuckSettings,
@@ -33,23 +36,40 @@ impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("addr", &self.listener.local_addr().ok())
+            .field(
+                "ops_addr",
+                &self.ops_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl Application {
-    /// Binds `http.addr`, opens the (lazy) pool, checks/creates topics and subscribes.
+    /// Binds `http.addr` (and `http.ops_addr`), sets up authentication (reading
+    /// `auth.api_keys_file`), opens the (lazy) pool, checks/creates topics and subscribes.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = metrics::install().context("installing the Prometheus recorder")?;
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("binding `http.addr` = {}", settings.http.addr))?;
+        let ops_listener = match settings.http.ops_addr {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding `http.ops_addr` = {addr}"))?,
+            ),
+        };
+        let auth = Authenticator::new(&settings.auth)
+            .await
+            .context("setting up `[auth]`")?;
         let pool = store::connect_lazy(&settings.database)?;
         topics::ensure_topics(&settings.kafka).await?;
         let health = ConsumerHealth::default();
         let ingestor = Ingestor::new(&settings, pool.clone(), health.clone())?;
         Ok(Self {
             listener,
+            ops_listener,
             state: AppState {
                 pool,
                 consumer: health,
@@ -57,6 +77,8 @@ impl Application {
                 metrics,
                 stuck: StuckPolicy::from(&settings.stuck),
                 stats_timeout: std::time::Duration::from_millis(settings.http.stats_timeout_ms),
+                auth,
+                settings: Arc::new(settings.clone()),
             },
             ingestor,
             stuck: settings.stuck.clone(),
@@ -67,6 +89,15 @@ impl Application {
     /// The address the HTTP server listens on (useful with port 0).
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Where the probes and `/metrics` are served: the ops listener's address when
+    /// `http.ops_addr` is set, else the API's own ([`Self::local_addr`]).
+    pub fn ops_addr(&self) -> anyhow::Result<SocketAddr> {
+        match &self.ops_listener {
+            Some(l) => Ok(l.local_addr()?),
+            None => self.local_addr(),
+        }
     }
 
     /// The database pool, for tests and tools that run beside the tracker.
@@ -80,6 +111,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             listener,
+            ops_listener,
             state,
             ingestor,
             stuck,
@@ -87,7 +119,31 @@ impl Application {
         } = self;
         let pool = state.pool.clone();
         let http_stop = CancellationToken::new();
-        let server = tokio::spawn(api::serve(listener, state, http_stop.clone()));
+        let (server, ops_server) = match ops_listener {
+            None => (
+                tokio::spawn(api::serve_surface(
+                    listener,
+                    state,
+                    Surface::All,
+                    http_stop.clone(),
+                )),
+                None,
+            ),
+            Some(ops) => (
+                tokio::spawn(api::serve_surface(
+                    listener,
+                    state.clone(),
+                    Surface::Api,
+                    http_stop.clone(),
+                )),
+                Some(tokio::spawn(api::serve_surface(
+                    ops,
+                    state,
+                    Surface::Ops,
+                    http_stop.clone(),
+                ))),
+            ),
+        };
         let jobs_stop = CancellationToken::new();
         let gauges = tokio::spawn(background::run_gauges(
             pool.clone(),
@@ -115,8 +171,13 @@ impl Application {
         }
         http_stop.cancel();
         let served = server.await.context("HTTP server task panicked")?;
+        let ops_served = match ops_server {
+            Some(task) => task.await.context("ops HTTP server task panicked")?,
+            None => Ok(()),
+        };
         consumed?;
         served?;
+        ops_served?;
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -26,9 +26,37 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
     pub http: HttpSettings,
+    pub auth: AuthSettings,
     pub log: LogSettings,
     pub stuck: StuckSettings,
     pub retention: RetentionSettings,
+    /// The merged sources (defaults, file, environment) as read, before typing: what
+    /// `GET /api/v1/admin/config` shows, and only ever through
+    /// [`crate::api::admin::redacted`]. Untyped on purpose, so a setting added later is shown
+    /// without anyone remembering to add it there, while the redaction (by key name and URL
+    /// password) does not depend on each section's types. Filled by [`Settings::from_figment`].
+    #[serde(skip)]
+    pub sources: RawSources,
+}
+
+/// [`Settings::sources`]: the merged configuration before typing. It holds every secret in
+/// clear, so its `Debug` prints nothing of it — `Settings` derives `Debug`, and a `{:?}` of
+/// the settings must never leak a password into a log.
+#[derive(Clone, Default)]
+pub struct RawSources(std::sync::Arc<serde_json::Value>);
+
+impl std::ops::Deref for RawSources {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<raw sources: see GET /api/v1/admin/config, redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,12 +90,371 @@ pub struct IngestSettings {
     pub retry_max_ms: u64,
 }
 
+/// The HTTP listeners and the limits every request meets before a handler sees it (see
+/// [`crate::api::hardening`] and [`crate::api::listener`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// A second listener serving only the probes and `/metrics`, so the API port can face
+    /// clients while those stay on a port only the cluster reaches. `""` (None): they are
+    /// served on `addr`.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub ops_addr: Option<SocketAddr>,
     /// Longest a statistics query may run before the API answers 503.
     pub stats_timeout_ms: u64,
+    /// Longest any request may take end to end (authentication included) before a 503.
+    pub request_timeout_ms: u64,
+    /// Connections open at once, per listener; more wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// A connection with no byte read or written for this long is closed, so idle sockets
+    /// cannot hold `max_connections` forever.
+    pub idle_timeout_ms: u64,
+    /// Longest request target (path and query), in bytes; longer is a 414.
+    pub max_uri_bytes: usize,
+    /// Largest sum of header name and value lengths, in bytes; larger is a 431.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes; larger is a 413.
+    pub max_body_bytes: usize,
+    /// Origins allowed to call the API from a browser; empty turns CORS off.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl HttpSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=3_600_000).contains(&self.stats_timeout_ms) {
+            bail!("invalid configuration: `http.stats_timeout_ms` must be between 1 and 3600000");
+        }
+        if let Some(ops) = self.ops_addr {
+            if ops == self.addr && ops.port() != 0 {
+                bail!("invalid configuration: `http.ops_addr` must differ from `http.addr` (leave it empty to serve the probes on `http.addr`)");
+            }
+        }
+        // Above the statistics timeout, so `/stats` answers with its own, more precise,
+        // `query-timeout` problem first.
+        if self.request_timeout_ms <= self.stats_timeout_ms || self.request_timeout_ms > 3_600_000 {
+            bail!("invalid configuration: `http.request_timeout_ms` must be greater than `http.stats_timeout_ms` and at most 3600000");
+        }
+        // Above the request timeout, so a request still being worked on is never cut off as
+        // idle: it either answers or times out (and answers) first.
+        if self.idle_timeout_ms <= self.request_timeout_ms || self.idle_timeout_ms > 86_400_000 {
+            bail!("invalid configuration: `http.idle_timeout_ms` must be greater than `http.request_timeout_ms` and at most 86400000");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!("invalid configuration: `http.max_connections` must be between 1 and 1000000");
+        }
+        // `http::Uri` refuses targets of 64 KiB and more on its own.
+        if !(256..=65_534).contains(&self.max_uri_bytes) {
+            bail!("invalid configuration: `http.max_uri_bytes` must be between 256 and 65534");
+        }
+        if !(1024..=1 << 20).contains(&self.max_header_bytes) {
+            bail!(
+                "invalid configuration: `http.max_header_bytes` must be between 1024 and 1048576"
+            );
+        }
+        if self.max_body_bytes > 1 << 30 {
+            bail!("invalid configuration: `http.max_body_bytes` must be at most 1073741824");
+        }
+        for (i, origin) in self.cors_allowed_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                bail!("invalid configuration: `http.cors_allowed_origins[{i}]` must be an origin such as \"https://grafana.example.com\" (scheme, host and optional port; no path, no \"*\")");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]`, as a browser sends it in `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some((scheme, host)) = s.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+}
+
+/// `""` → `None`, so a TOML default and an environment variable can both say "unset".
+fn empty_is_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw = String::deserialize(de)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.trim()
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A caller's permissions. `Operator` can do everything a `Reader` can.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every `GET` under `/api/v1`, `/openapi.json`, `/docs`.
+    Reader,
+    /// A reader's rights plus every mutating or operational endpoint (`/api/v1/admin/…`).
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reader => "reader",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reader" => Ok(Self::Reader),
+            "operator" => Ok(Self::Operator),
+            _ => Err(format!(
+                "unknown role {s:?}: expected \"reader\" or \"operator\""
+            )),
+        }
+    }
+}
+
+/// Who may call the API (see [`crate::api::auth`]). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Off: every endpoint is open and the caller is `anonymous` with the operator role.
+    pub enabled: bool,
+    /// API keys configured inline.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyEntry>,
+    /// More API keys, as `[[api_keys]]` entries in a TOML file (e.g. a mounted Secret).
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub api_keys_file: Option<PathBuf>,
+    /// How often the file's modification time and size are compared with what was loaded.
+    pub api_keys_file_check_secs: u64,
+    pub oidc: OidcSettings,
+}
+
+/// One API key: who it is, what it may do, and the SHA-256 of its token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// Shown in logs and `/api/v1/whoami`; `[A-Za-z0-9_.@-]{1,64}`, so it is safe to log.
+    pub name: String,
+    pub role: Role,
+    /// `sha256:<64 hex digits>` of the token.
+    pub hash: String,
+}
+
+/// Prefix of a stored API key hash.
+pub const API_KEY_HASH_PREFIX: &str = "sha256:";
+
+impl ApiKeyEntry {
+    /// The 32 bytes of `hash`, or `None` when it is not `sha256:<64 hex digits>`.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let hex = self.hash.strip_prefix(API_KEY_HASH_PREFIX)?.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+        }
+        Some(out)
+    }
+}
+
+/// Whether `name` may name an API key: short and free of anything that could forge a log
+/// line or need quoting.
+pub fn valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+}
+
+/// Checks a list of API keys, naming the bad entry as `{key}[i].field`: names valid and
+/// unique, hashes well-formed and unique (two keys with one hash would make the role
+/// ambiguous).
+pub fn validate_api_keys<'a>(
+    key: &str,
+    entries: impl IntoIterator<Item = &'a ApiKeyEntry>,
+) -> anyhow::Result<()> {
+    let mut names = std::collections::HashSet::new();
+    let mut digests = std::collections::HashSet::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        if !valid_key_name(&entry.name) {
+            bail!("invalid configuration: `{key}[{i}].name` must be 1 to 64 characters from A-Z a-z 0-9 _ . @ -");
+        }
+        if !names.insert(entry.name.as_str()) {
+            bail!(
+                "invalid configuration: `{key}[{i}].name` {:?} is used by another key",
+                entry.name
+            );
+        }
+        let Some(digest) = entry.digest() else {
+            bail!("invalid configuration: `{key}[{i}].hash` must be \"sha256:\" followed by 64 hex digits (see `saga-tracker api-key new`)");
+        };
+        if !digests.insert(digest) {
+            bail!("invalid configuration: `{key}[{i}].hash` is the hash of another key's token");
+        }
+    }
+    Ok(())
+}
+
+/// Signature algorithms a JWT may use. Only asymmetric ones exist here: an HMAC key
+/// (`HS*`) verified against a published JWKS would let anyone forge tokens, and `none` is
+/// no signature at all, so neither can even be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// OpenID Connect access tokens (JWTs) verified against the provider's JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    pub enabled: bool,
+    /// Required `iss`, exactly.
+    pub issuer: String,
+    /// Required member of `aud`.
+    pub audience: String,
+    /// The provider's JWKS document.
+    pub jwks_url: String,
+    /// Dotted path of the claim holding the roles (a string or an array of strings).
+    pub role_claim: String,
+    /// Claim values granting the operator role (checked first).
+    pub operator_values: Vec<String>,
+    /// Claim values granting the reader role.
+    pub reader_values: Vec<String>,
+    /// Claim shown as the caller's name (falls back to `sub`).
+    pub name_claim: String,
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Age after which the cached JWKS is fetched again.
+    pub jwks_refresh_secs: u64,
+    /// Least time between two fetches, however many tokens name an unknown `kid`.
+    pub jwks_min_refresh_secs: u64,
+    /// Timeout of one JWKS fetch.
+    pub jwks_timeout_ms: u64,
+}
+
+impl AuthSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        validate_api_keys("auth.api_keys", &self.api_keys)?;
+        if !(1..=3600).contains(&self.api_keys_file_check_secs) {
+            bail!(
+                "invalid configuration: `auth.api_keys_file_check_secs` must be between 1 and 3600"
+            );
+        }
+        if self.oidc.enabled {
+            self.oidc.validate()?;
+        }
+        if self.enabled
+            && self.api_keys.is_empty()
+            && self.api_keys_file.is_none()
+            && !self.oidc.enabled
+        {
+            bail!("invalid configuration: `auth.enabled` is true but no `auth.api_keys`, `auth.api_keys_file` or `auth.oidc` is configured, so every request would be refused");
+        }
+        Ok(())
+    }
+}
+
+impl OidcSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        fn nonempty(key: &str, v: &str) -> anyhow::Result<()> {
+            if v.trim().is_empty() {
+                bail!("invalid configuration: `auth.oidc.{key}` must not be empty when `auth.oidc.enabled` is true");
+            }
+            Ok(())
+        }
+        nonempty("issuer", &self.issuer)?;
+        nonempty("audience", &self.audience)?;
+        nonempty("jwks_url", &self.jwks_url)?;
+        nonempty("role_claim", &self.role_claim)?;
+        nonempty("name_claim", &self.name_claim)?;
+        // The keys decide who is an operator: fetched over plain HTTP, anyone on the path
+        // could substitute their own. Loopback is allowed for local providers and tests.
+        let url = self.jwks_url.as_str();
+        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| {
+                url.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+            });
+        if !(url.starts_with("https://") || loopback) {
+            bail!("invalid configuration: `auth.oidc.jwks_url` must be an https:// URL (plain http only on loopback)");
+        }
+        if self.role_claim.split('.').any(str::is_empty) {
+            bail!("invalid configuration: `auth.oidc.role_claim` must be a dotted path such as \"realm_access.roles\"");
+        }
+        if self.operator_values.is_empty() && self.reader_values.is_empty() {
+            bail!("invalid configuration: `auth.oidc.operator_values` and `auth.oidc.reader_values` cannot both be empty");
+        }
+        if self.algorithms.is_empty() {
+            bail!("invalid configuration: `auth.oidc.algorithms` must list at least one algorithm");
+        }
+        if self.leeway_secs > 300 {
+            bail!("invalid configuration: `auth.oidc.leeway_secs` must be at most 300");
+        }
+        if !(1..=86_400).contains(&self.jwks_refresh_secs) {
+            bail!(
+                "invalid configuration: `auth.oidc.jwks_refresh_secs` must be between 1 and 86400"
+            );
+        }
+        if self.jwks_min_refresh_secs > self.jwks_refresh_secs {
+            bail!("invalid configuration: `auth.oidc.jwks_min_refresh_secs` must be at most `auth.oidc.jwks_refresh_secs`");
+        }
+        if !(1..=60_000).contains(&self.jwks_timeout_ms) {
+            bail!("invalid configuration: `auth.oidc.jwks_timeout_ms` must be between 1 and 60000");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,11 +541,16 @@ impl Settings {
 
     /// Extracts and validates.
     pub fn from_figment(fig: Figment) -> anyhow::Result<Self> {
-        let settings: Settings = fig.extract().map_err(|e| {
+        let mut settings: Settings = fig.extract().map_err(|e| {
             // figment's message already names the key path (e.g. `ingest.batch_size`).
             anyhow::anyhow!("invalid configuration: {e}")
         })?;
         settings.validate()?;
+        // Whatever typed successfully is plain data, so this cannot fail in practice.
+        settings.sources = RawSources(std::sync::Arc::new(
+            fig.extract::<serde_json::Value>()
+                .context("reading the merged configuration")?,
+        ));
         Ok(settings)
     }
 
@@ -201,9 +593,8 @@ impl Settings {
         {
             bail!("invalid configuration: `ingest.retry_initial_ms` must be > 0 and <= `ingest.retry_max_ms`");
         }
-        if !(1..=3_600_000).contains(&self.http.stats_timeout_ms) {
-            bail!("invalid configuration: `http.stats_timeout_ms` must be between 1 and 3600000");
-        }
+        self.http.validate()?;
+        self.auth.validate()?;
         let day = 86_400;
         let year = 365 * day;
         if !(1..=year).contains(&self.stuck.default_threshold_secs) {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use saga_tracker::config::Settings;
+use saga_tracker::api::auth::keys::{hash_token, NewKey};
+use saga_tracker::config::{Role, Settings};
 use saga_tracker::{api, app::Application, demo, store, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,27 @@ enum Command {
         #[arg(long, default_value_t = 8812)]
         seed: u64,
     },
+    /// Make API keys for `[[auth.api_keys]]` (needs no configuration).
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Print a fresh random token and the configuration entry holding its hash.
+    New {
+        /// The key's name, shown in logs and /api/v1/whoami (A-Z a-z 0-9 _ . @ -).
+        #[arg(long)]
+        name: String,
+        /// `reader` or `operator`.
+        #[arg(long)]
+        role: Role,
+    },
+    /// Read a token on stdin and print its `sha256:` hash, e.g. to re-enter a token kept in a
+    /// secret manager when rotating.
+    Hash,
 }
 
 #[tokio::main]
@@ -62,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", saga_tracker::config::DEFAULT_CONFIG);
             return Ok(());
         }
+        Command::ApiKey { command } => return api_key(command),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -71,7 +94,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run => {
             let app = Application::build(settings).await?;
-            tracing::info!(addr = %app.local_addr()?, "saga tracker listening");
+            tracing::info!(
+                addr = %app.local_addr()?,
+                ops_addr = %app.ops_addr()?,
+                "saga tracker listening"
+            );
             app.run(shutdown).await
         }
         Command::Migrate => {
@@ -90,8 +117,35 @@ async fn main() -> anyhow::Result<()> {
             };
             demo::run(opts, shutdown).await.map(|_| ())
         }
-        Command::Openapi | Command::DefaultConfig => Ok(()),
+        Command::Openapi | Command::DefaultConfig | Command::ApiKey { .. } => Ok(()),
     }
+}
+
+/// `api-key new` / `api-key hash`: output for a person (or a script) to paste, nothing
+/// stored.
+fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
+    match command {
+        ApiKeyCommand::New { name, role } => {
+            let key = NewKey::generate(&name, role)?;
+            println!("# The token: give it to the client. It is shown only this once.");
+            println!("{}", key.token);
+            println!();
+            println!("# Add this to the configuration (in `auth.api_keys_file`, as [[api_keys]]):");
+            print!("{}", key.entry_toml("auth.api_keys"));
+        }
+        ApiKeyCommand::Hash => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .context("reading the token from stdin")?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() || token.chars().any(char::is_whitespace) {
+                anyhow::bail!("expected one token on stdin, without spaces");
+            }
+            println!("{}", hash_token(token));
+        }
+    }
+    Ok(())
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.

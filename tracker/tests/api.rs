@@ -69,6 +69,8 @@ async fn serve(pool: PgPool, consumer_enabled: bool, db: Option<TestDb>) -> Test
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
         stats_timeout: std::time::Duration::from_secs(10),
+        auth: saga_tracker::api::Authenticator::disabled(),
+        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -1055,6 +1057,8 @@ async fn serve_returns_once_the_shutdown_token_is_cancelled() {
         metrics: saga_tracker::metrics::install().expect("metrics recorder"),
         stuck: saga_tracker::stuck::StuckPolicy::default(),
         stats_timeout: std::time::Duration::from_secs(10),
+        auth: saga_tracker::api::Authenticator::disabled(),
+        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");

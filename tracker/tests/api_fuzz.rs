@@ -4,6 +4,9 @@
 //!
 //! The router is driven in-process with `tower::ServiceExt::oneshot` (no socket), so a few
 //! thousand cases run in seconds. `API_FUZZ_CASES` overrides the case count (default 2000).
+//!
+//! Authentication is on, as in production: every case is sent with a reader's API key, and
+//! again without one, which must be a 401 whatever the path and query.
 
 mod common;
 
@@ -20,6 +23,41 @@ use sqlx::PgPool;
 use tower::ServiceExt;
 
 const SEEDED: [&str; 3] = ["fuzz-ok", "fuzz-failed", "fuzz/with slash"];
+
+/// The reader key every fuzz request carries.
+const READER_TOKEN: &str = "st_fuzz-reader-token-0123456789abcdefghijklmnopqrstu";
+
+/// The router's state: authentication on with one reader key, and the request-target limit
+/// at its maximum so that the huge values still reach the parameter parsers (the 414 has
+/// its own test in `hardening.rs`).
+async fn state(pool: &PgPool) -> AppState {
+    use figment::providers::Serialized;
+    use saga_tracker::config::Settings;
+    let fig = Settings::figment(None)
+        .merge(Serialized::default("auth.enabled", true))
+        .merge(Serialized::default(
+            "auth.api_keys",
+            serde_json::json!([{
+                "name": "fuzzer",
+                "role": "reader",
+                "hash": saga_tracker::api::auth::keys::hash_token(READER_TOKEN),
+            }]),
+        ))
+        .merge(Serialized::default("http.max_uri_bytes", 65_534));
+    let settings = Settings::from_figment(fig).expect("valid settings");
+    AppState {
+        pool: pool.clone(),
+        consumer: ConsumerHealth::default(),
+        consumer_enabled: false,
+        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
+        stuck: saga_tracker::stuck::StuckPolicy::default(),
+        stats_timeout: std::time::Duration::from_secs(10),
+        auth: saga_tracker::api::Authenticator::new(&settings.auth)
+            .await
+            .expect("authentication set up"),
+        settings: std::sync::Arc::new(settings),
+    }
+}
 
 async fn seeded_db() -> (String, PgPool) {
     let name = common::create_database("saga_fuzz").await;
@@ -233,15 +271,7 @@ fn no_query_string_or_path_makes_the_api_fail_or_leak_internals() {
         .build()
         .expect("runtime");
     let (db, pool) = rt.block_on(seeded_db());
-    let state = AppState {
-        pool: pool.clone(),
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: std::time::Duration::from_secs(10),
-    };
-    let app = api::router(state);
+    let app = api::router(rt.block_on(state(&pool)));
     let cases = common::env_or("API_FUZZ_CASES", 2000);
     let mut runner = TestRunner::new(Config {
         cases,
@@ -253,7 +283,27 @@ fn no_query_string_or_path_makes_the_api_fail_or_leak_internals() {
         rt.block_on(async move {
             // Failure messages name the request, shortened: some are tens of KiB.
             let uri = short(&full_uri);
+            // Without a token: refused before any parser or query runs.
             let request = Request::get(full_uri.as_str())
+                .body(Body::empty())
+                .map_err(|e| TestCaseError::fail(format!("{uri}: building request: {e}")))?;
+            let response = app
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("{uri}: {e}")))?;
+            prop_assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{}", uri);
+            prop_assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok()),
+                Some(r#"Bearer realm="saga-tracker""#),
+                "{}",
+                uri
+            );
+            let request = Request::get(full_uri.as_str())
+                .header("authorization", format!("Bearer {READER_TOKEN}"))
                 .body(Body::empty())
                 .map_err(|e| TestCaseError::fail(format!("{uri}: building request: {e}")))?;
             let response = app
@@ -330,14 +380,7 @@ fn percent_decoded_lowercase(uri: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_character_in_a_parameter_or_saga_id_is_a_400_naming_it() {
     let (db, pool) = seeded_db().await;
-    let app = api::router(AppState {
-        pool: pool.clone(),
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: std::time::Duration::from_secs(10),
-    });
+    let app = api::router(state(&pool).await);
     for (uri, field) in [
         ("/api/v1/sagas?businessKey=%00", "businessKey"),
         ("/api/v1/sagas?step=a%00b&service=x", "step"),
@@ -348,7 +391,12 @@ async fn a_nul_character_in_a_parameter_or_saga_id_is_a_400_naming_it() {
     ] {
         let response = app
             .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get(uri)
+                    .header("authorization", format!("Bearer {READER_TOKEN}"))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("answered");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");

@@ -82,6 +82,8 @@ async fn spawn_app_with(stats_timeout: std::time::Duration) -> TestApp {
         metrics: metrics::install().expect("metrics recorder"),
         stuck: policy(),
         stats_timeout,
+        auth: saga_tracker::api::Authenticator::disabled(),
+        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");

@@ -33,6 +33,33 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method {0} not allowed")]
     MethodNotAllowed(String),
+    /// Authentication is on and the request carried no acceptable bearer token. The reason
+    /// a token was refused is logged by [`super::auth`], never returned: it would tell a
+    /// guesser which part to change.
+    #[error("unauthenticated")]
+    Unauthenticated {
+        /// A token was presented (and refused), rather than none at all: the challenge then
+        /// says `error="invalid_token"` (RFC 6750 §3.1).
+        token_rejected: bool,
+    },
+    /// The caller is known but its role does not allow this endpoint.
+    #[error("forbidden: needs {needed}")]
+    Forbidden {
+        /// What the endpoint needs, in words (e.g. "the operator role").
+        needed: &'static str,
+    },
+    /// The request target is longer than `http.max_uri_bytes`.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The headers add up to more than `http.max_header_bytes`.
+    #[error("headers larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// The body is longer than `http.max_body_bytes`.
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The request ran past `http.request_timeout_ms`.
+    #[error("request timed out")]
+    RequestTimeout,
     /// The database failed; the cause is logged, never returned.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -89,6 +116,12 @@ impl ApiError {
             Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
             Self::SagaNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(e) if database_unreachable(e) || query_timed_out(e) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -125,6 +158,44 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 format!("{method} is not supported on this resource"),
+                None,
+            ),
+            Self::Unauthenticated { .. } => (
+                "unauthenticated",
+                "Authentication required",
+                "this endpoint needs `Authorization: Bearer <token>` with a valid API key or \
+                 OpenID Connect access token"
+                    .to_owned(),
+                None,
+            ),
+            Self::Forbidden { needed } => (
+                "forbidden",
+                "Forbidden",
+                format!("this endpoint needs {needed}"),
+                None,
+            ),
+            Self::UriTooLong(limit) => (
+                "uri-too-long",
+                "Request target too long",
+                format!("the path and query string may be at most {limit} bytes"),
+                None,
+            ),
+            Self::HeadersTooLarge(limit) => (
+                "headers-too-large",
+                "Request headers too large",
+                format!("the request headers may add up to at most {limit} bytes"),
+                None,
+            ),
+            Self::PayloadTooLarge(limit) => (
+                "payload-too-large",
+                "Request body too large",
+                format!("the request body may be at most {limit} bytes"),
+                None,
+            ),
+            Self::RequestTimeout => (
+                "request-timeout",
+                "Request timed out",
+                "the request took longer than the server's time limit; retry later".to_owned(),
                 None,
             ),
             Self::Database(e) if query_timed_out(e) => (
@@ -204,6 +275,19 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let Self::Unauthenticated { token_rejected } = self {
+            // RFC 6750 §3: the challenge says which scheme to use, and whether the token
+            // given was the problem.
+            let challenge = if token_rejected {
+                r#"Bearer realm="saga-tracker", error="invalid_token""#
+            } else {
+                r#"Bearer realm="saga-tracker""#
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }
@@ -235,6 +319,28 @@ mod tests {
         assert_eq!(p.status, 500);
         assert_eq!(p.problem_type, "https://saga-tracker.dev/problems/internal");
         assert!(!p.detail.contains("select"));
+    }
+
+    #[test]
+    fn a_refused_token_is_challenged_with_invalid_token_and_a_missing_one_without() {
+        let r = ApiError::Unauthenticated {
+            token_rejected: true,
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="saga-tracker", error="invalid_token""#
+        );
+        let r = ApiError::Unauthenticated {
+            token_rejected: false,
+        }
+        .into_response();
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="saga-tracker""#
+        );
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
 
     #[test]

@@ -1,23 +1,41 @@
 //! The HTTP surface: the REST search API, probes, `/metrics`, the OpenAPI document and its
-//! browsable page.
+//! browsable page, and what guards them.
 //!
 //! - [`sagas`] — `/api/v1/sagas…` handlers and the search query parser.
 //! - [`stats`] — `/api/v1/stats` and `/api/v1/saga-types`.
+//! - [`admin`] — `/api/v1/whoami` and the operator endpoints (`/api/v1/admin/config`).
 //! - [`error`] — the one error type, rendered as `application/problem+json`.
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`openapi`] — the OpenAPI 3.1 document (`/openapi.json`, `/docs`).
+//! - [`auth`] — bearer tokens (API keys, OIDC), roles, and which endpoint needs which.
+//! - [`hardening`] — request limits, the request timeout, CORS, security headers.
+//! - [`listener`] — the connection cap and idle timeout under both listeners.
+//!
+//! A request passes, outermost first: the tracing span, the access log and latency
+//! histogram ([`observe_request`]), security headers, CORS, the size limits, the timeout,
+//! authentication and authorisation, then the handler. So every refusal is logged, counted
+//! and carries the headers, and the cheap refusals come before authentication does any work.
+//!
+//! The probes and `/metrics` are served with the API ([`Surface::All`]) or, with
+//! `http.ops_addr`, on a listener of their own ([`Surface::Ops`]) while the API listener
+//! serves the rest ([`Surface::Api`]).
 //!
 //! The API reads through [`crate::store`] only and never reaches into the ingest loop; what
 //! it knows about the consumer comes from [`ConsumerHealth`]. [`serve`] takes its listener
 //! and cancellation token from the caller, so tests bind `127.0.0.1:0` and stop it at will.
 
+pub mod admin;
+pub mod auth;
 pub mod error;
+pub mod hardening;
 pub mod health;
+pub mod listener;
 pub mod openapi;
 mod params;
 pub mod sagas;
 pub mod stats;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -31,12 +49,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa_scalar::{Scalar, Servable as _};
 
+pub use auth::Authenticator;
 pub use error::ApiError;
 pub use openapi::openapi;
 
+use crate::config::Settings;
 use crate::health::ConsumerHealth;
 use crate::stuck::StuckPolicy;
 
@@ -59,33 +80,98 @@ pub struct AppState {
     pub stuck: StuckPolicy,
     /// `http.stats_timeout_ms`: the statement timeout of `/api/v1/stats`.
     pub stats_timeout: std::time::Duration,
+    /// Who may call, from `[auth]`.
+    pub auth: Authenticator,
+    /// The settings the process runs with: `[http]` shapes the router's limits, and
+    /// `/api/v1/admin/config` shows them (redacted).
+    pub settings: Arc<Settings>,
 }
 
-/// Every route, with problem+json fallbacks for unknown paths and wrong methods, request
-/// tracing and the HTTP latency histogram.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything: the API, the probes and `/metrics` (no `http.ops_addr`).
+    All,
+    /// The API without the probes and `/metrics`, which are on the ops listener.
+    Api,
+    /// Only `/healthz`, `/readyz` and `/metrics`, without authentication or CORS.
+    Ops,
+}
+
+impl Surface {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::All => "API, probes and /metrics",
+            Self::Api => "API",
+            Self::Ops => "probes and /metrics",
+        }
+    }
+}
+
+/// Every route on one listener ([`Surface::All`]).
 pub fn router(state: AppState) -> Router {
-    let doc = openapi();
-    let doc_json = serde_json::to_value(&doc).unwrap_or_default();
-    Router::new()
-        .route("/api/v1/sagas", get(sagas::search))
-        .route("/api/v1/sagas/{sagaId}", get(sagas::detail))
-        .route("/api/v1/sagas/{sagaId}/events", get(sagas::events))
-        .route("/api/v1/stats", get(stats::stats))
-        .route("/api/v1/saga-types", get(stats::saga_types))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/openapi.json",
-            get(move || {
-                let doc_json = doc_json.clone();
-                async move { Json(doc_json) }
-            }),
-        )
-        .merge(Scalar::with_url("/docs", doc))
+    router_for(state, Surface::All)
+}
+
+/// The routes of `surface`, with problem+json fallbacks for unknown paths and wrong methods,
+/// and the layers described in the module documentation.
+pub fn router_for(state: AppState, surface: Surface) -> Router {
+    let http = state.settings.http.clone();
+    let mut routes = Router::new();
+    if surface != Surface::Ops {
+        let doc = openapi();
+        let doc_json = serde_json::to_value(&doc).unwrap_or_default();
+        routes = routes
+            .route("/api/v1/sagas", get(sagas::search))
+            .route("/api/v1/sagas/{sagaId}", get(sagas::detail))
+            .route("/api/v1/sagas/{sagaId}/events", get(sagas::events))
+            .route("/api/v1/stats", get(stats::stats))
+            .route("/api/v1/saga-types", get(stats::saga_types))
+            .route("/api/v1/whoami", get(admin::whoami))
+            .route("/api/v1/admin/config", get(admin::config))
+            .route(
+                "/openapi.json",
+                get(move || {
+                    let doc_json = doc_json.clone();
+                    async move { Json(doc_json) }
+                }),
+            )
+            .merge(Scalar::with_url("/docs", doc));
+    }
+    if surface != Surface::Api {
+        routes = routes
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .route("/metrics", get(health::metrics));
+    }
+    let mut routes = routes
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(record_http_metrics))
+        .method_not_allowed_fallback(method_not_allowed);
+    // Innermost first: each `layer` wraps what is already there.
+    if surface != Surface::Ops {
+        routes = routes.layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ));
+    }
+    routes = routes
+        .layer(middleware::from_fn_with_state(
+            http.request_timeout(),
+            hardening::timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            hardening::Limits::from(&http),
+            hardening::enforce_limits,
+        ));
+    if surface != Surface::Ops {
+        if let Some(cors) = hardening::cors(&http) {
+            routes = routes.layer(cors);
+        }
+    }
+    routes
+        .layer(middleware::from_fn(hardening::security_headers))
+        .layer(middleware::from_fn(observe_request))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -93,8 +179,14 @@ pub fn router(state: AppState) -> Router {
                         "http_request",
                         method = %req.method(),
                         route = route_of(req),
+                        // Filled in by `auth::authorize`: the caller's name, never its token.
+                        caller = tracing::field::Empty,
+                        auth = tracing::field::Empty,
                     )
                 })
+                // `observe_request` writes the one line per request.
+                .on_request(())
+                .on_response(())
                 // Every 5xx is already logged where it arises, with its cause (`ApiError`,
                 // the readiness check). Logging it again here at ERROR, without the cause,
                 // doubled each one and turned every `/readyz` answer during start-up or a
@@ -111,13 +203,27 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_surface(listener, state, Surface::All, shutdown).await
+}
+
+/// As [`serve`], for the routes of `surface`. The listener is capped at
+/// `http.max_connections` open connections with `http.idle_timeout_ms`.
+pub async fn serve_surface(
+    listener: TcpListener,
+    state: AppState,
+    surface: Surface,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP API listening");
+        tracing::info!(%addr, serves = surface.describe(), "HTTP listening");
     }
-    axum::serve(listener, router(state))
+    let http = &state.settings.http;
+    let listener =
+        listener::CappedListener::new(listener, http.max_connections, http.idle_timeout());
+    axum::serve(listener, router_for(state, surface))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .context("serving the HTTP API")
+        .with_context(|| format!("serving HTTP ({})", surface.describe()))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -136,12 +242,23 @@ fn route_of(req: &Request) -> &str {
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
 }
 
-async fn record_http_metrics(req: Request, next: Next) -> Response {
+/// The access log line and the latency histogram, in one place. Runs inside the request's
+/// span, so the line carries the method, the route and (once authenticated) the caller. The
+/// probes and the scrape, polled every few seconds, log at DEBUG.
+async fn observe_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
     let route = route_of(&req).to_owned();
     let response = next.run(req).await;
-    crate::metrics::http_request(method, &route, response.status().as_u16(), start.elapsed());
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    crate::metrics::http_request(method, &route, status, elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if auth::PUBLIC_PATHS.contains(&route.as_str()) {
+        tracing::debug!(status, latency_ms, "request served");
+    } else {
+        tracing::info!(status, latency_ms, "request served");
+    }
     response
 }
 

@@ -19,6 +19,7 @@ use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, T
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
+use super::auth::{AuthMethod, Caller};
 use super::error::{InvalidParam, Problem};
 use super::health::{Check, Liveness, Readiness, ReadinessChecks};
 use super::sagas::{
@@ -218,7 +219,14 @@ pub struct SearchParams {
             Errors are `application/problem+json` (RFC 9457) with a stable `type` URI under \
             `https://saga-tracker.dev/problems/`: `invalid-parameter` (400, with \
             `invalidParams`), `saga-not-found` (404), `not-found` (404, no such route), \
-            `method-not-allowed` (405), `internal` (500), `unavailable` (503)."
+            `method-not-allowed` (405), `internal` (500), `unavailable` (503).\n\n\
+            With `auth.enabled`, every endpoint except `/healthz`, `/readyz` and `/metrics` \
+            needs `Authorization: Bearer <token>` (an API key or an OpenID Connect access \
+            token): `unauthenticated` (401, with a `WWW-Authenticate` challenge) without an \
+            acceptable one, `forbidden` (403) when the caller's role is too low — readers may \
+            `GET`, operators may also use `/api/v1/admin/…`. Every request is also bounded: \
+            `uri-too-long` (414), `headers-too-large` (431), `payload-too-large` (413), \
+            `request-timeout` (503)."
     ),
     paths(
         super::sagas::search,
@@ -229,6 +237,8 @@ pub struct SearchParams {
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::admin::whoami,
+        super::admin::config,
     ),
     components(schemas(
         SagaPage,
@@ -263,18 +273,25 @@ pub struct SearchParams {
         Readiness,
         ReadinessChecks,
         Check,
+        Caller,
+        AuthMethod,
+        crate::config::Role,
     )),
     tags(
         (name = "sagas", description = "Saga search and inspection"),
         (name = "stats", description = "Statistics and counts computed in the database"),
         (name = "operations", description = "Probes and metrics"),
+        (name = "auth", description = "Who the caller is"),
+        (name = "admin", description = "Operator-only endpoints"),
     )
 )]
 struct ApiDoc;
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    super::auth::document_security(&mut doc);
+    doc
 }
 
 #[cfg(test)]
@@ -294,9 +311,24 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/api/v1/whoami",
+            "/api/v1/admin/config",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/admin/config"]["get"]["security"][0]["bearer"],
+            serde_json::json!([])
+        );
+        assert!(doc["paths"]["/api/v1/admin/config"]["get"]["responses"]["403"].is_object());
+        assert_eq!(
+            doc["paths"]["/healthz"]["get"]["security"],
+            serde_json::json!([{}])
+        );
         let params = doc["paths"]["/api/v1/sagas"]["get"]["parameters"]
             .as_array()
             .map(|ps| {
