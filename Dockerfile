@@ -10,8 +10,9 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# librdkafka is compiled from source by rdkafka-sys (default features: bundled build with
-# zlib); the rust image already has gcc, make and perl, zlib's headers are added here.
+# librdkafka is compiled from source by rdkafka-sys (bundled build with zlib), with OpenSSL
+# compiled from crates.io (`ssl-vendored`) so TLS and SASL/SCRAM work without the image's
+# libssl; the rust image already has gcc, make and perl, zlib's headers are added here.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -26,7 +27,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/saga-tracker /out/saga-tracker
 
 FROM debian:bookworm-slim AS runtime
-# ca-certificates for HTTPS exporters (OTLP, Loki); zlib for librdkafka's compression.
+# ca-certificates: the platform trust store that Kafka TLS (librdkafka probes it), PostgreSQL
+# TLS without `ssl_root_cert`, and the OIDC JWKS fetch fall back on; zlib for librdkafka.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates zlib1g \
  && rm -rf /var/lib/apt/lists/* \

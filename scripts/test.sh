@@ -25,6 +25,7 @@ bash "$REPO_ROOT/scripts/ensure-postgres.sh"
 TANSU_BIN="$(bash "$REPO_ROOT/scripts/ensure-tansu.sh")"
 export TANSU_BIN
 bash "$REPO_ROOT/scripts/ensure-python.sh"
+bash "$REPO_ROOT/scripts/ensure-tools.sh"
 # The server the tests create their databases on. It names a database (`postgres`, which
 # always exists) because some tests derive their per-test URLs by replacing the last segment.
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres}"

@@ -1,9 +1,11 @@
 //! Wires the parts into one running service.
 //!
 //! [`Application::build`] does everything that can fail fast — binds the HTTP listener (port
-//! 0 in tests), checks the Kafka topics, creates the consumer — so a misconfigured tracker
-//! exits before it claims to be up. [`Application::run`] then serves until the cancellation
-//! token fires and drains in order: the consumer finishes its batch in flight and commits,
+//! 0 in tests), checks that PostgreSQL accepts the TLS settings and credentials, creates the
+//! Kafka clients — so a misconfigured tracker exits before it claims to be up. The Kafka
+//! connection check (TLS, SASL, topics) runs first thing in [`Application::run`], with the
+//! HTTP server already answering `/readyz` with 503, and ends the process if it fails.
+//! [`Application::run`] then serves until the cancellation token fires and drains in order: the consumer finishes its batch in flight and commits,
 //! then the background jobs (gauges, retention) and the HTTP server stop.
 
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, Authenticator, Surface};
 use crate::config::{RetentionSettings, Settings, StuckSettings};
 use crate::health::ConsumerHealth;
-use crate::ingest::{topics, Ingestor};
+use crate::ingest::Ingestor;
 use crate::stuck::StuckPolicy;
 use crate::{background, metrics, store};
 
@@ -64,7 +66,13 @@ impl Application {
             .await
             .context("setting up `[auth]`")?;
         let pool = store::connect_lazy(&settings.database)?;
-        topics::ensure_topics(&settings.kafka).await?;
+        match store::check_connection(&settings.database).await? {
+            store::ConnectCheck::Ok => {}
+            store::ConnectCheck::Unreachable(why) => tracing::warn!(
+                error = %why,
+                "PostgreSQL is not reachable yet; starting anyway (readiness reports it)"
+            ),
+        }
         let health = ConsumerHealth::default();
         let ingestor = Ingestor::new(&settings, pool.clone(), health.clone())?;
         Ok(Self {

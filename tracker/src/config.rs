@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use saga_tracker_sdk::security::{KafkaSecurity, SaslConfig, TlsConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -69,8 +70,54 @@ pub struct KafkaSettings {
     pub auto_offset_reset: String,
     pub create_topics: bool,
     pub create_partitions: i32,
+    /// TLS (with mTLS) and SASL to the brokers, for the consumer, the DLQ producer and the
+    /// admin client alike. The same typed settings as the SDK's.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub sasl: SaslConfig,
+    /// Raw librdkafka properties, applied after everything else (an escape hatch; the typed
+    /// `tls`/`sasl` settings are the supported way to secure the connection).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// The `tls` and `sasl` sections as the SDK's [`KafkaSecurity`].
+    pub fn security(&self) -> KafkaSecurity {
+        KafkaSecurity {
+            tls: self.tls.clone(),
+            sasl: self.sasl.clone(),
+        }
+    }
+}
+
+/// `database.ssl_mode`: PostgreSQL's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbSslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS if the server offers it, without checking its certificate (libpq's default).
+    Prefer,
+    /// TLS always; the certificate is not checked (protects against passive sniffing only).
+    Require,
+    /// TLS, and the certificate must chain to `ssl_root_cert` (or the platform's CAs).
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name the host connected to.
+    VerifyFull,
+}
+
+impl DbSslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +126,53 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// Overrides the URL's `sslmode` when set.
+    #[serde(default)]
+    pub ssl_mode: Option<DbSslMode>,
+    /// PEM file of the CA that signed the server's certificate (`sslrootcert`), for
+    /// `verify-ca` / `verify-full`. Unset: the platform's trust store.
+    #[serde(default)]
+    pub ssl_root_cert: Option<PathBuf>,
+    /// The role's password, overriding any in the URL (e.g. from an environment variable
+    /// fed by a secret)…
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// …or read from this file (trailing newline ignored), e.g. a mounted Secret.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl DatabaseSettings {
+    /// The password from `password` or `password_file`, if either is set.
+    pub fn resolved_password(&self) -> anyhow::Result<Option<SecretString>> {
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => bail!(
+                "invalid configuration: `database.password_file` cannot be set together with \
+                 `database.password`"
+            ),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(path)) => {
+                let raw = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "invalid configuration: `database.password_file` ({}) cannot be read",
+                        path.display()
+                    )
+                })?;
+                let value = raw
+                    .strip_suffix("\r\n")
+                    .or_else(|| raw.strip_suffix('\n'))
+                    .unwrap_or(&raw);
+                if value.is_empty() {
+                    bail!(
+                        "invalid configuration: `database.password_file` ({}) is empty",
+                        path.display()
+                    );
+                }
+                Ok(Some(SecretString::from(value.to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -535,8 +629,21 @@ impl Settings {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        // TRACKER_CONFIG names the file (see the CLI), it is not a setting.
-        fig.merge(Env::prefixed("TRACKER_").ignore(&["config"]).split("__"))
+        // Only `TRACKER_<SECTION>__<KEY>` is a setting. Other TRACKER_* variables are not
+        // ours to refuse: TRACKER_CONFIG names the file (see the CLI), and Kubernetes injects
+        // TRACKER_PORT, TRACKER_SERVICE_HOST, … for a Service named `tracker`. A misspelt
+        // section or key inside the `__` form still fails, naming it (`deny_unknown_fields`).
+        fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        )
+    }
+
+    /// `TRACKER_*` variables of the process environment that are not settings (no `__`) and
+    /// are therefore ignored, `TRACKER_CONFIG` aside. `run` logs one warning naming them.
+    pub fn ignored_env_vars() -> Vec<String> {
+        ignored_env_vars(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))
     }
 
     /// Extracts and validates.
@@ -579,6 +686,30 @@ impl Settings {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!("invalid configuration: `database.url` must be a postgres:// URL");
         }
+        // Raw properties are plain strings (printed by `Debug`): secrets belong in the typed
+        // settings, which can read files and never print.
+        for key in self.kafka.properties.keys() {
+            let k = key.to_ascii_lowercase();
+            if k.contains("password") || k.contains("secret") || k == "sasl.jaas.config" {
+                bail!(
+                    "invalid configuration: `kafka.properties.{key}` holds a secret; use \
+                     `kafka.sasl.password_file` / `kafka.tls.key_password_file` (or \
+                     TRACKER_KAFKA__SASL__PASSWORD from a secret) instead"
+                );
+            }
+        }
+        self.kafka.security().validate().map_err(|e| {
+            anyhow::anyhow!("invalid configuration: `kafka.{}` {}", e.field, e.reason)
+        })?;
+        if let Some(path) = &self.database.ssl_root_cert {
+            std::fs::File::open(path).with_context(|| {
+                format!(
+                    "invalid configuration: `database.ssl_root_cert` ({}) cannot be read",
+                    path.display()
+                )
+            })?;
+        }
+        self.database.resolved_password()?;
         if self.database.max_connections < 2 {
             bail!("invalid configuration: `database.max_connections` must be at least 2 (one for ingest, one for the API)");
         }
@@ -630,6 +761,22 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The prefix of every setting's environment variable.
+pub const ENV_PREFIX: &str = "TRACKER_";
+
+fn ignored_env_vars(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut ignored: Vec<String> = names
+        .filter(|k| {
+            k.len() > ENV_PREFIX.len()
+                && k[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+                && !k.contains("__")
+                && !k.eq_ignore_ascii_case("TRACKER_CONFIG")
+        })
+        .collect();
+    ignored.sort();
+    ignored
 }
 
 /// Reads the default config; used by `--print-default-config`-style tooling and tests.
@@ -707,6 +854,97 @@ mod tests {
             let s = Settings::load(None).expect("loads");
             assert_eq!(s.kafka.brokers, "kafka-a:9092");
             assert_eq!(s.ingest.linger_ms, 25);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn kubernetes_service_variables_are_ignored_but_misspelt_settings_still_fail() {
+        figment::Jail::expect_with(|jail| {
+            // What Kubernetes injects for a Service named `tracker`.
+            jail.set_env("TRACKER_PORT", "tcp://10.0.0.7:8080");
+            jail.set_env("TRACKER_PORT_8080_TCP_ADDR", "10.0.0.7");
+            jail.set_env("TRACKER_SERVICE_HOST", "10.0.0.7");
+            jail.set_env("TRACKER_URL", "http://tracker:8080");
+            jail.set_env("TRACKER_KAFKA__SASL__MECHANISM", "SCRAM-SHA-256");
+            jail.set_env("TRACKER_KAFKA__SASL__USERNAME", "tracker");
+            jail.set_env("TRACKER_KAFKA__SASL__PASSWORD", "from-a-secret");
+            let s = Settings::load(None).expect("non-settings are ignored");
+            assert_eq!(s.kafka.security().protocol(), "sasl_plaintext");
+            assert!(
+                !format!("{s:?}").contains("from-a-secret"),
+                "secrets stay redacted"
+            );
+            let ignored = Settings::ignored_env_vars();
+            for name in [
+                "TRACKER_PORT",
+                "TRACKER_PORT_8080_TCP_ADDR",
+                "TRACKER_SERVICE_HOST",
+                "TRACKER_URL",
+            ] {
+                assert!(ignored.iter().any(|v| v == name), "{name} in {ignored:?}");
+            }
+            assert!(!ignored.iter().any(|v| v.contains("__")), "{ignored:?}");
+
+            jail.set_env("TRACKER_KAFKA__BROKER", "typo:9092");
+            let err = Settings::load(None)
+                .expect_err("a misspelt key fails")
+                .to_string();
+            assert!(err.contains("broker"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_KAFKAA__BROKERS", "typo:9092");
+            let err = Settings::load(None)
+                .expect_err("a misspelt section fails")
+                .to_string();
+            assert!(err.contains("kafkaa"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn transport_security_mistakes_name_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_KAFKA__SASL__MECHANISM", "SCRAM-SHA-512");
+            jail.set_env("TRACKER_KAFKA__SASL__USERNAME", "tracker");
+            jail.set_env(
+                "TRACKER_KAFKA__SASL__PASSWORD_FILE",
+                "/nonexistent/password",
+            );
+            let err = Settings::load(None).expect_err("missing file").to_string();
+            assert!(err.contains("kafka.sasl.password_file"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_KAFKA__SASL__MECHANISM", "GSSAPI");
+            let err = Settings::load(None).expect_err("unsupported").to_string();
+            assert!(err.contains("mechanism") || err.contains("GSSAPI"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_DATABASE__SSL_MODE", "verify-everything");
+            let err = Settings::load(None).expect_err("bad mode").to_string();
+            assert!(
+                err.contains("ssl_mode") || err.contains("verify-everything"),
+                "{err}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("db.password", "s3cret\n")?;
+            jail.set_env("TRACKER_DATABASE__PASSWORD_FILE", "db.password");
+            jail.set_env("TRACKER_DATABASE__SSL_MODE", "verify-full");
+            let s = Settings::load(None).expect("loads");
+            let password = s.database.resolved_password().expect("reads").expect("set");
+            assert_eq!(
+                password.expose_secret(),
+                "s3cret",
+                "one trailing newline dropped"
+            );
+            assert_eq!(s.database.ssl_mode, Some(DbSslMode::VerifyFull));
             Ok(())
         });
     }

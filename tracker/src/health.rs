@@ -3,7 +3,7 @@
 //! Only plain atomics so neither side ever blocks the other.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What the consumer loop last said about itself.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,11 @@ struct Inner {
     /// Wall clock (unix ms) of the last successful poll of the broker (a message or an empty
     /// poll both count): a stale value means the loop is wedged.
     last_poll_unix_ms: AtomicI64,
+    /// The brokers refused TLS or the SASL credentials (librdkafka keeps retrying; polls
+    /// still "succeed" empty, so the poll age alone would call this healthy). Cleared once
+    /// the statistics show every broker connection up again. A short-held lock: written on
+    /// librdkafka's error callback, read by `/readyz`.
+    broker_security: Mutex<Option<String>>,
 }
 
 impl ConsumerHealth {
@@ -43,6 +48,22 @@ impl ConsumerHealth {
         self.inner
             .last_poll_unix_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// Records (or, with `None`, clears) a TLS or authentication failure towards the brokers.
+    pub fn set_broker_security_failure(&self, failure: Option<String>) {
+        if let Ok(mut slot) = self.inner.broker_security.lock() {
+            *slot = failure;
+        }
+    }
+
+    /// The broker TLS/authentication failure that currently holds, if any.
+    pub fn broker_security_failure(&self) -> Option<String> {
+        self.inner
+            .broker_security
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone())
     }
 
     /// Milliseconds since the last poll, or `None` if the loop never polled.

@@ -89,6 +89,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log);
+    let ignored = Settings::ignored_env_vars();
+    if !ignored.is_empty() {
+        // Not settings (those are TRACKER_<SECTION>__<KEY>): typically the TRACKER_PORT,
+        // TRACKER_SERVICE_HOST, … Kubernetes injects for a Service named `tracker`.
+        tracing::warn!(
+            variables = %ignored.join(", "),
+            "ignoring TRACKER_* environment variables that are not settings (settings are \
+             TRACKER_<SECTION>__<KEY>)"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match cli.command {
@@ -102,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
             app.run(shutdown).await
         }
         Command::Migrate => {
+            if let store::ConnectCheck::Unreachable(why) =
+                store::check_connection(&settings.database).await?
+            {
+                anyhow::bail!("cannot reach PostgreSQL to migrate: {why}");
+            }
             let pool = store::connect_lazy(&settings.database)?;
             store::migrate(&pool).await?;
             tracing::info!("migrations applied");

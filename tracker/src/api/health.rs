@@ -139,6 +139,11 @@ fn consumer_check(state: &AppState) -> Check {
     if c.db_failing() {
         return Check::fail("consumer cannot write to the database");
     }
+    if let Some(failure) = c.broker_security_failure() {
+        // The failure names what failed (TLS or SASL) without any secret; the full
+        // explanation is in the log.
+        return Check::fail(format!("consumer cannot connect to the brokers: {failure}"));
+    }
     match c.since_last_poll_ms() {
         None => Check::fail("consumer has not polled the broker yet"),
         Some(ms) if ms > MAX_POLL_AGE.as_millis() as i64 => Check::fail(format!(

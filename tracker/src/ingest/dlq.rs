@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use saga_tracker_sdk::contract::ContractError;
 
 use crate::config::KafkaSettings;
@@ -39,12 +39,12 @@ impl std::fmt::Debug for DeadLetters {
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
+        let mut cc = super::client::base_config(kafka)?;
+        cc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5");
+        // `kafka.properties` may override the four above; re-apply them last.
         for (k, v) in &kafka.properties {
             cc.set(k, v);
         }

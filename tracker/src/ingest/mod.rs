@@ -18,6 +18,7 @@
 //! This module decodes with the SDK's contract and writes through `store`; it never builds
 //! SQL and never touches HTTP.
 
+pub mod client;
 pub mod dlq;
 pub mod topics;
 
@@ -30,7 +31,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use saga_tracker_sdk::contract::{self, ContractError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -44,14 +45,30 @@ use dlq::DeadLetters;
 
 /// Commits stored offsets synchronously before partitions are taken away, so the next owner
 /// starts exactly after what this replica has made durable.
+///
+/// Its statistics also clear a TLS/SASL failure the consume loop reported to
+/// [`ConsumerHealth`] once a broker connection is up again.
 #[derive(Debug, Default)]
-pub struct IngestContext;
+pub struct IngestContext {
+    health: ConsumerHealth,
+}
 
 impl ClientContext for IngestContext {
     /// librdkafka statistics (every `statistics.interval.ms`) feed the per-partition lag
     /// gauge. Partitions this replica does not fetch report 0, so `max by (partition)`
     /// across replicas is the owner's lag.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Bootstrap and coordinator entries have negative node ids; only real brokers count.
+        let brokers: Vec<_> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .collect();
+        // Any broker up means the credentials and the certificates work again (librdkafka
+        // connects sparsely, so others may rightly sit in INIT).
+        if brokers.iter().any(|b| b.state == "UP") {
+            self.health.set_broker_security_failure(None);
+        }
         for topic in statistics.topics.values() {
             for (partition, p) in &topic.partitions {
                 // -1 is librdkafka's internal "unassigned" partition.
@@ -158,13 +175,12 @@ pub const REASON_DB_REJECTED: &str = "db_rejected";
 struct Abandoned;
 
 impl Ingestor {
-    /// Creates the consumer and the DLQ producer and subscribes. Does not check topics: call
-    /// [`topics::ensure_topics`] first.
+    /// Creates the consumer and the DLQ producer. Connects to nothing: [`Ingestor::run`]
+    /// checks the connection and the topics, then subscribes.
     pub fn new(settings: &Settings, pool: PgPool, health: ConsumerHealth) -> anyhow::Result<Self> {
         let k = &settings.kafka;
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &k.brokers)
-            .set("group.id", &k.group_id)
+        let mut cc = client::base_config(k)?;
+        cc.set("group.id", &k.group_id)
             .set("client.id", "saga-tracker")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -183,11 +199,10 @@ impl Ingestor {
             cc.set(key, v);
         }
         let consumer: StreamConsumer<IngestContext> = cc
-            .create_with_context(IngestContext)
+            .create_with_context(IngestContext {
+                health: health.clone(),
+            })
             .context("creating the Kafka consumer")?;
-        consumer
-            .subscribe(&[k.topic.as_str()])
-            .with_context(|| format!("subscribing to `{}`", k.topic))?;
         Ok(Self {
             consumer,
             dead_letters: DeadLetters::new(k)?,
@@ -198,7 +213,22 @@ impl Ingestor {
     }
 
     /// Consumes until `shutdown` fires, then finishes the batch in flight, commits and returns.
+    ///
+    /// It first checks that the brokers accept the connection (TLS, SASL) and that the topics
+    /// exist (creating them when `kafka.create_topics` is on); the HTTP server is already up,
+    /// so `/readyz` answers 503 meanwhile. A failure there ends the run with an error that says
+    /// what to fix — the process exits non-zero rather than pretending to work.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let k = &self.settings.kafka;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            checked = topics::ensure_topics(k) => checked?,
+        }
+        self.consumer
+            .subscribe(&[k.topic.as_str()])
+            .with_context(|| format!("subscribing to `{}`", k.topic))?;
+        tracing::info!(security = %k.security().describe(), brokers = %k.brokers, "connected to Kafka");
         self.health.set_running(true);
         metrics::consumer_up(true);
         tracing::info!(topic = %self.settings.kafka.topic, group = %self.settings.kafka.group_id, "consumer started");
@@ -211,6 +241,25 @@ impl Ingestor {
         health.set_running(false);
         metrics::consumer_up(false);
         result
+    }
+
+    /// Logs a consumer error; a TLS or SASL failure (credentials revoked, certificate expired
+    /// while running) also makes `/readyz` fail until a broker connection is up again (see
+    /// `IngestContext::stats`).
+    fn note_consumer_error(&self, e: &rdkafka::error::KafkaError) {
+        match e.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::SSL) => {
+                tracing::error!(error = %e, "Kafka TLS handshake failed; the consumer is not ready");
+                self.health
+                    .set_broker_security_failure(Some("TLS handshake failed".into()));
+            }
+            Some(rdkafka::types::RDKafkaErrorCode::Authentication) => {
+                tracing::error!(error = %e, "Kafka SASL authentication failed; the consumer is not ready");
+                self.health
+                    .set_broker_security_failure(Some("SASL authentication failed".into()));
+            }
+            _ => tracing::warn!(error = %e, "Kafka consumer error; retrying"),
+        }
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
@@ -226,7 +275,7 @@ impl Ingestor {
             let first = match first {
                 Err(_idle) => continue,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka consumer error; retrying");
+                    self.note_consumer_error(&e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_millis(500)) => continue,

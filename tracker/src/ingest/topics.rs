@@ -7,35 +7,44 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
 
+use super::client::{create_checked, explain_failure, CheckingContext};
 use crate::config::KafkaSettings;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn base_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers);
-    for (k, v) in &kafka.properties {
-        cc.set(k, v);
-    }
-    cc
-}
+/// One metadata request within [`METADATA_TIMEOUT`].
+const METADATA_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Names of `wanted` topics that the cluster does not report (or reports with no partitions).
+///
+/// Metadata is requested in short attempts while the client's error callback is polled in
+/// between, so a TLS or SASL failure ends the wait at once with the reason, and a broker that
+/// is merely slow still gets [`METADATA_TIMEOUT`] in all.
 async fn missing_topics(kafka: &KafkaSettings, wanted: &[String]) -> anyhow::Result<Vec<String>> {
-    let cc = base_config(kafka);
     let wanted = wanted.to_vec();
-    let brokers = kafka.brokers.clone();
+    let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let consumer: BaseConsumer = cc.create().context("creating a metadata client")?;
-        let md = consumer
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .with_context(|| {
-                format!("fetching cluster metadata from `kafka.brokers` = {brokers}")
-            })?;
+        let (producer, context): (BaseProducer<CheckingContext>, _) =
+            create_checked(&kafka, "metadata client")?;
+        let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+        let md = loop {
+            match producer.client().fetch_metadata(None, METADATA_ATTEMPT) {
+                Ok(md) => break md,
+                Err(e) => {
+                    // Runs the error callback for what librdkafka has reported meanwhile.
+                    producer.poll(Duration::from_millis(100));
+                    if context.failure().is_some() || std::time::Instant::now() >= deadline {
+                        return Err(explain_failure(
+                            &kafka,
+                            &context,
+                            e,
+                            "fetching cluster metadata",
+                        ));
+                    }
+                }
+            }
+        };
         Ok(wanted
             .into_iter()
             .filter(|name| {
@@ -69,9 +78,7 @@ pub async fn ensure_topics(kafka: &KafkaSettings) -> anyhow::Result<()> {
             kafka.create_partitions
         );
     }
-    let admin: AdminClient<DefaultClientContext> = base_config(kafka)
-        .create()
-        .context("creating a Kafka admin client")?;
+    let (admin, _): (AdminClient<CheckingContext>, _) = create_checked(kafka, "admin client")?;
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| NewTopic::new(t, kafka.create_partitions, TopicReplication::Fixed(1)))

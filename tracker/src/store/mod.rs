@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, DbSslMode};
 
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -28,15 +28,119 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Opens a pool lazily: the tracker starts (and `/healthz` answers) even while the database
 /// is down; readiness and the ingest loop report and retry instead.
 pub fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = settings
-        .url
-        .expose_secret()
-        .parse()
-        .context("`database.url` is not a valid PostgreSQL URL")?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(options.application_name("saga-tracker")))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// The URL, with `ssl_mode`, `ssl_root_cert` and the password from `password`/`password_file`
+/// laid over it.
+pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    // sqlx's parse error can quote the URL; the URL may hold a password: say only what is wrong.
+    let mut options: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`database.url` is not a valid PostgreSQL URL"))?;
+    if let Some(mode) = settings.ssl_mode {
+        options = options.ssl_mode(match mode {
+            DbSslMode::Disable => PgSslMode::Disable,
+            DbSslMode::Prefer => PgSslMode::Prefer,
+            DbSslMode::Require => PgSslMode::Require,
+            DbSslMode::VerifyCa => PgSslMode::VerifyCa,
+            DbSslMode::VerifyFull => PgSslMode::VerifyFull,
+        });
+    }
+    if let Some(root) = &settings.ssl_root_cert {
+        options = options.ssl_root_cert(root);
+    }
+    if let Some(password) = settings.resolved_password()? {
+        options = options.password(password.expose_secret());
+    }
+    Ok(options.application_name("saga-tracker"))
+}
+
+/// What a first connection attempt says about the configuration.
+#[derive(Debug)]
+pub enum ConnectCheck {
+    /// Connected and authenticated.
+    Ok,
+    /// The server could not be reached (down, starting, network): not a configuration error;
+    /// the tracker starts and readiness reports it until the database is back.
+    Unreachable(String),
+}
+
+/// Opens one connection to tell a misconfiguration — TLS refused or untrusted, a certificate
+/// for another host, a wrong password, an unknown role or database — from an outage. The first
+/// kind is an error whose message names the setting to fix, so the process fails at start-up
+/// instead of retrying for ever; the second is reported and left to the lazy pool.
+pub async fn check_connection(settings: &DatabaseSettings) -> anyhow::Result<ConnectCheck> {
+    use sqlx::{ConnectOptions, Connection};
+    let options = connect_options(settings)?;
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(settings.acquire_timeout_ms.max(1000)),
+        options.connect(),
+    )
+    .await;
+    let err = match attempt {
+        Err(_) => return Ok(ConnectCheck::Unreachable("connection timed out".into())),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            return Ok(ConnectCheck::Ok);
+        }
+        Ok(Err(e)) => e,
+    };
+    let mode = settings
+        .ssl_mode
+        .map_or("the URL's sslmode".to_owned(), |m| {
+            format!("ssl_mode = {}", m.as_str())
+        });
+    // rustls reports a failed handshake (untrusted certificate, wrong name) as an I/O error
+    // of kind InvalidData while the connection is being set up; a dropped connection is
+    // another kind.
+    let tls_failure = match &err {
+        sqlx::Error::Tls(cause) => Some(cause.to_string()),
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Some(io.to_string()),
+        _ => None,
+    };
+    if let Some(cause) = tls_failure {
+        anyhow::bail!(
+            "TLS to PostgreSQL failed ({mode}): {cause}. Check `database.ssl_root_cert` (the CA \
+             that signed the server's certificate) and, for verify-full, that the host in \
+             `database.url` is a name the certificate carries"
+        );
+    }
+    match &err {
+        sqlx::Error::Tls(cause) => anyhow::bail!(
+            "TLS to PostgreSQL failed ({mode}): {cause}. Check `database.ssl_root_cert` (the CA \
+             that signed the server's certificate) and, for verify-full, that the host in \
+             `database.url` is a name the certificate carries"
+        ),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.as_ref() {
+                // invalid_password, invalid_authorization_specification
+                "28P01" | "28000" => anyhow::bail!(
+                    "PostgreSQL refused the login (SQLSTATE {code}): {}. Check the role in \
+                     `database.url` and `database.password` / `database.password_file`",
+                    db.message()
+                ),
+                // invalid_catalog_name: the database does not exist
+                "3D000" => anyhow::bail!(
+                    "PostgreSQL has no such database (SQLSTATE 3D000): {}. Check `database.url`",
+                    db.message()
+                ),
+                _ => Ok(ConnectCheck::Unreachable(format!("{err}"))),
+            }
+        }
+        // sqlx reports "server does not support TLS" for sslmode=require against a server
+        // without ssl as a protocol/configuration error.
+        sqlx::Error::Configuration(cause) => {
+            anyhow::bail!("cannot connect to PostgreSQL as configured ({mode}): {cause}")
+        }
+        other => Ok(ConnectCheck::Unreachable(format!("{other}"))),
+    }
 }
 
 /// Applies pending migrations, then rebuilds the statistics rollups if they were built by
