@@ -34,19 +34,6 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/saga-ops-live.XXXXXX")"
 DB_NAME="saga_ops_live_$$"
 TANSU_PID="" TRACKER_PID="" AM_PID="" PROM_PID="" DB_CREATED=0
 
-stop_pid() {
-    local pid=$1 what=$2
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "$what (pid $pid) did not stop: killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$?
     trap - EXIT
@@ -57,57 +44,30 @@ cleanup() {
     if ((DB_CREATED)); then
         psql_admin -d postgres -c "drop database if exists $DB_NAME with (force)" >/dev/null 2>&1 || true
     fi
-    if ((rc != 0)); then
-        for f in tracker prometheus alertmanager tansu demo; do
-            [[ -s "$WORK/$f.log" ]] || continue
-            printf '\n--- last lines of %s.log ---\n' "$f" >&2
-            tail -n 15 "$WORK/$f.log" >&2
-        done
-        warn "live test failed; logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    finish_work "$rc" "$WORK" "live test" tracker prometheus alertmanager tansu demo
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 KAFKA_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 PROM_PORT=$(free_port)
 AM_PORT=$(free_port)
 TOPIC="saga.ops.live.$$"
-DLQ_TOPIC="$TOPIC.dlq"
 
 log "live test: work dir $WORK"
 TANSU_BIN="$(bash "$REPO_ROOT/scripts/ensure-tansu.sh")"
 export TANSU_BIN
 bash "$REPO_ROOT/scripts/ensure-python.sh"
-mkdir -p "$WORK/tansu"
-(
-    cd "$WORK/tansu"
-    exec "$TANSU_BIN" broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "sqlite://tansu.db"
-) >"$WORK/tansu.log" 2>&1 &
-TANSU_PID=$!
-wait_for_port 127.0.0.1 "$KAFKA_PORT" 30 "$TANSU_PID" || die "tansu did not listen on 127.0.0.1:$KAFKA_PORT"
+start_tansu "$WORK" "$KAFKA_PORT"
 tansu_create_topic "$KAFKA_PORT" "$TOPIC" 3
-tansu_create_topic "$KAFKA_PORT" "$DLQ_TOPIC" 1
+tansu_create_topic "$KAFKA_PORT" "$TOPIC.dlq" 1
 
 psql_admin -d postgres -c "create database $DB_NAME" >/dev/null
 DB_CREATED=1
-export TRACKER_DATABASE__URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DB_NAME"
-export TRACKER_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
-export TRACKER_KAFKA__TOPIC="$TOPIC"
-export TRACKER_KAFKA__DLQ_TOPIC="$DLQ_TOPIC"
-export TRACKER_KAFKA__GROUP_ID="saga-ops-live-$$"
-export TRACKER_HTTP__ADDR="127.0.0.1:$HTTP_PORT"
+export_tracker_env "$DB_NAME" "$KAFKA_PORT" "$TOPIC" "saga-ops-live-$$" "$HTTP_PORT"
 export TRACKER_STUCK__DEFAULT_THRESHOLD_SECS=3
 export TRACKER_STUCK__FAILED_UNCOMPENSATED_SECS=3
 export TRACKER_STUCK__COMPENSATION_TIMEOUT_SECS=3

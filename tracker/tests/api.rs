@@ -9,16 +9,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use reqwest::StatusCode;
-use saga_tracker::api::{self, AppState};
-use saga_tracker::health::ConsumerHealth;
+use saga_tracker::api;
 use saga_tracker::store::write::{write_batch, IncomingEvent, KafkaSource};
-use saga_tracker::store::MIGRATOR;
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -26,22 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-use common::{server_options, TestDb};
+use common::{server_options, ServedApi, TestDb};
 
 struct TestApp {
-    base: String,
-    http: reqwest::Client,
+    api: ServedApi,
     pool: PgPool,
-    consumer: ConsumerHealth,
-    shutdown: CancellationToken,
     // Declared last so it is dropped after the pool and the server.
     _db: Option<TestDb>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// A migrated, empty database and the API serving it, with the consumer disabled.
@@ -50,46 +37,23 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with(consumer_enabled: bool) -> TestApp {
-    let db = TestDb::create("saga_api").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(3)
-        .connect_with(server_options().database(&db.name))
-        .await
-        .expect("connect to the test database");
-    MIGRATOR.run(&pool).await.expect("migrations apply");
+    let (db, pool) = common::migrated_test_db("saga_api").await;
     serve(pool, consumer_enabled, Some(db)).await
 }
 
 async fn serve(pool: PgPool, consumer_enabled: bool, db: Option<TestDb>) -> TestApp {
-    let consumer = ConsumerHealth::default();
-    let state = AppState {
-        pool: pool.clone(),
-        consumer: consumer.clone(),
-        consumer_enabled,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: std::time::Duration::from_secs(10),
-        auth: saga_tracker::api::Authenticator::disabled(),
-        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
     TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        api: common::serve_api(pool.clone(), common::settings_with(&[]), consumer_enabled).await,
         pool,
-        consumer,
-        shutdown,
         _db: db,
     }
 }
 
 impl TestApp {
     async fn get(&self, path_and_query: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path_and_query}", self.base))
+        self.api
+            .http
+            .get(format!("{}{path_and_query}", self.api.base))
             .send()
             .await
             .expect("request is answered")
@@ -866,8 +830,9 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
     assert_eq!(body["type"], "https://saga-tracker.dev/problems/not-found");
 
     let r = app
+        .api
         .http
-        .delete(format!("{}/api/v1/sagas/order-1", app.base))
+        .delete(format!("{}/api/v1/sagas/order-1", app.api.base))
         .send()
         .await
         .expect("answered");
@@ -917,7 +882,7 @@ async fn readyz_follows_the_consumer_when_it_is_enabled() {
         "consumer loop is not running"
     );
 
-    app.consumer.set_running(true);
+    app.api.consumer.set_running(true);
     let (status, body) = app.get_json("/readyz").await;
     assert_eq!(
         status,
@@ -925,11 +890,11 @@ async fn readyz_follows_the_consumer_when_it_is_enabled() {
         "never polled: {body}"
     );
 
-    app.consumer.mark_polled();
+    app.api.consumer.mark_polled();
     let (status, body) = app.get_json("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    app.consumer.set_db_failing(true);
+    app.api.consumer.set_db_failing(true);
     let (status, body) = app.get_json("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["checks"]["consumer"]["status"], "fail");
@@ -1050,28 +1015,15 @@ async fn metrics_exposes_the_http_request_histogram_by_route_template() {
 #[tokio::test]
 async fn serve_returns_once_the_shutdown_token_is_cancelled() {
     let pool = PgPoolOptions::new().connect_lazy_with(server_options().port(1));
-    let state = AppState {
-        pool,
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: std::time::Duration::from_secs(10),
-        auth: saga_tracker::api::Authenticator::disabled(),
-        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    let mut served = common::serve_api(pool, common::settings_with(&[]), false).await;
 
-    let r = reqwest::get(format!("http://{addr}/healthz"))
+    let r = reqwest::get(format!("{}/healthz", served.base))
         .await
         .expect("served");
     assert_eq!(r.status(), StatusCode::OK);
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(5), server)
+    served.shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), &mut served.task)
         .await
         .expect("serve returns promptly")
         .expect("serve task did not panic");

@@ -16,7 +16,6 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use saga_tracker::api::{self, AppState};
-use saga_tracker::health::ConsumerHealth;
 use saga_tracker::store::write::{write_batch, IncomingEvent};
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus, SCHEMA_VERSION};
 use sqlx::PgPool;
@@ -31,32 +30,19 @@ const READER_TOKEN: &str = "st_fuzz-reader-token-0123456789abcdefghijklmnopqrstu
 /// at its maximum so that the huge values still reach the parameter parsers (the 414 has
 /// its own test in `hardening.rs`).
 async fn state(pool: &PgPool) -> AppState {
-    use figment::providers::Serialized;
-    use saga_tracker::config::Settings;
-    let fig = Settings::figment(None)
-        .merge(Serialized::default("auth.enabled", true))
-        .merge(Serialized::default(
+    let settings = common::settings_with(&[
+        ("auth.enabled", serde_json::json!(true)),
+        (
             "auth.api_keys",
             serde_json::json!([{
                 "name": "fuzzer",
                 "role": "reader",
                 "hash": saga_tracker::api::auth::keys::hash_token(READER_TOKEN),
             }]),
-        ))
-        .merge(Serialized::default("http.max_uri_bytes", 65_534));
-    let settings = Settings::from_figment(fig).expect("valid settings");
-    AppState {
-        pool: pool.clone(),
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: std::time::Duration::from_secs(10),
-        auth: saga_tracker::api::Authenticator::new(&settings.auth)
-            .await
-            .expect("authentication set up"),
-        settings: std::sync::Arc::new(settings),
-    }
+        ),
+        ("http.max_uri_bytes", serde_json::json!(65_534)),
+    ]);
+    common::app_state(pool.clone(), settings, false).await
 }
 
 async fn seeded_db() -> (String, PgPool) {

@@ -11,20 +11,16 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use figment::providers::Serialized;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use saga_tracker::api::auth::keys::{generate_token, hash_token};
-use saga_tracker::api::{self, AppState, Authenticator};
+use saga_tracker::api::Authenticator;
 use saga_tracker::config::Settings;
-use saga_tracker::health::ConsumerHealth;
-use saga_tracker::store::MIGRATOR;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use common::{server_options, TestDb};
+use common::{settings_with, ServedApi, TestDb};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -35,25 +31,9 @@ const AUDIENCE: &str = "saga-tracker";
 
 /// The tracker's router with `settings`, on a fresh migrated database.
 struct Tracker {
-    base: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
+    api: ServedApi,
+    // Declared last so it is dropped after the server.
     _db: TestDb,
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The defaults with `overrides` (dotted keys) on top.
-fn settings(overrides: &[(&str, Value)]) -> Settings {
-    let mut fig = Settings::figment(None);
-    for (key, value) in overrides {
-        fig = fig.merge(Serialized::default(key, value));
-    }
-    Settings::from_figment(fig).expect("valid settings")
 }
 
 /// `[[auth.api_keys]]` entries for `(name, role, token)`.
@@ -64,33 +44,9 @@ fn api_keys(keys: &[(&str, &str, &str)]) -> Value {
 }
 
 async fn spawn(settings: Settings) -> Tracker {
-    let db = TestDb::create("saga_auth").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(3)
-        .connect_with(server_options().database(&db.name))
-        .await
-        .expect("connect to the test database");
-    MIGRATOR.run(&pool).await.expect("migrations apply");
-    let state = AppState {
-        pool,
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: Duration::from_secs(10),
-        auth: Authenticator::new(&settings.auth)
-            .await
-            .expect("authentication set up"),
-        settings: Arc::new(settings),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    let (db, pool) = common::migrated_test_db("saga_auth").await;
     Tracker {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        shutdown,
+        api: common::serve_api(pool, settings, false).await,
         _db: db,
     }
 }
@@ -98,7 +54,7 @@ async fn spawn(settings: Settings) -> Tracker {
 impl Tracker {
     /// GET `path` with `token` (if any) as the bearer.
     async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        get(&self.http, &format!("{}{path}", self.base), token).await
+        get(&self.api.http, &format!("{}{path}", self.api.base), token).await
     }
 
     /// Status and JSON body (`null` when not JSON).
@@ -273,7 +229,7 @@ impl Idp {
     fn settings(&self, extra: &[(&'static str, Value)]) -> Settings {
         let mut all = self.overrides();
         all.extend(extra.iter().cloned());
-        settings(&all)
+        settings_with(&all)
     }
 }
 
@@ -285,7 +241,7 @@ impl Idp {
 async fn a_reader_key_reads_and_is_forbidden_the_admin_endpoint_an_operator_key_is_not() {
     let reader = generate_token();
     let operator = generate_token();
-    let t = spawn(settings(&[
+    let t = spawn(settings_with(&[
         ("auth.enabled", json!(true)),
         (
             "auth.api_keys",
@@ -343,7 +299,7 @@ async fn a_reader_key_reads_and_is_forbidden_the_admin_endpoint_an_operator_key_
 #[tokio::test]
 async fn no_token_is_challenged_and_a_wrong_or_malformed_one_is_refused() {
     let reader = generate_token();
-    let t = spawn(settings(&[
+    let t = spawn(settings_with(&[
         ("auth.enabled", json!(true)),
         ("auth.api_keys", api_keys(&[("grafana", "reader", &reader)])),
     ]))
@@ -361,8 +317,9 @@ async fn no_token_is_challenged_and_a_wrong_or_malformed_one_is_refused() {
     }
     // Another scheme offers no bearer token.
     let r = t
+        .api
         .http
-        .get(format!("{}/api/v1/sagas", t.base))
+        .get(format!("{}/api/v1/sagas", t.api.base))
         .basic_auth("grafana", Some(&reader))
         .send()
         .await
@@ -389,8 +346,9 @@ async fn no_token_is_challenged_and_a_wrong_or_malformed_one_is_refused() {
     )
     .await;
     let r = t
+        .api
         .http
-        .get(format!("{}/api/v1/sagas", t.base))
+        .get(format!("{}/api/v1/sagas", t.api.base))
         .header("authorization", "Bearer has space")
         .send()
         .await
@@ -403,7 +361,7 @@ async fn no_token_is_challenged_and_a_wrong_or_malformed_one_is_refused() {
 
 #[tokio::test]
 async fn the_probes_and_metrics_answer_without_a_token() {
-    let t = spawn(settings(&[
+    let t = spawn(settings_with(&[
         ("auth.enabled", json!(true)),
         (
             "auth.api_keys",
@@ -422,7 +380,7 @@ async fn the_probes_and_metrics_answer_without_a_token() {
 
 #[tokio::test]
 async fn without_auth_every_caller_is_an_anonymous_operator() {
-    let t = spawn(settings(&[])).await;
+    let t = spawn(settings_with(&[])).await;
     let (status, me) = t.get_json("/api/v1/whoami", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -454,7 +412,7 @@ async fn keys_in_the_api_keys_file_are_read_at_start_and_again_when_it_changes()
         )
     };
     std::fs::write(&path, file("from-file", &first)).expect("write keys");
-    let t = spawn(settings(&[
+    let t = spawn(settings_with(&[
         ("auth.enabled", json!(true)),
         ("auth.api_keys", api_keys(&[("inline", "reader", &inline)])),
         ("auth.api_keys_file", json!(path)),
@@ -504,7 +462,7 @@ async fn a_bad_api_keys_file_stops_start_up_naming_it() {
         "[[api_keys]]\nname = \"x\"\nrole = \"reader\"\nhash = \"sha256:1234\"\n",
     )
     .expect("write");
-    let s = settings(&[
+    let s = settings_with(&[
         ("auth.enabled", json!(true)),
         ("auth.api_keys_file", json!(path)),
     ]);
@@ -703,7 +661,7 @@ async fn spawn_application(database_url: Option<String>, extra: &[(&str, Value)]
         ("http.addr", json!("127.0.0.1:0")),
     ];
     all.extend(extra.iter().cloned());
-    let app = saga_tracker::app::Application::build(settings(&all))
+    let app = saga_tracker::app::Application::build(settings_with(&all))
         .await
         .expect("tracker builds");
     saga_tracker::store::migrate(app.pool())
@@ -965,7 +923,7 @@ async fn the_api_key_command_prints_a_token_and_an_entry_the_tracker_accepts() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
 
-    let t = spawn(settings(&[
+    let t = spawn(settings_with(&[
         ("auth.enabled", json!(true)),
         (
             "auth.api_keys",

@@ -7,71 +7,28 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::Serialized;
 use reqwest::StatusCode;
 use saga_tracker::api::auth::keys::{generate_token, hash_token};
 use saga_tracker::api::hardening::{CONTENT_SECURITY_POLICY, DOCS_CONTENT_SECURITY_POLICY};
-use saga_tracker::api::{self, AppState, Authenticator};
 use saga_tracker::config::Settings;
-use saga_tracker::health::ConsumerHealth;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-use common::server_options;
-
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+use common::{server_options, ServedApi};
 
 /// The router with the defaults and `overrides`, its database at `db_port` (nothing listens
 /// on port 1).
-async fn spawn_on(overrides: &[(&str, Value)], db_port: u16) -> Server {
-    let mut fig = Settings::figment(None);
-    for (key, value) in overrides {
-        fig = fig.merge(Serialized::default(key, value));
-    }
-    let settings = Settings::from_figment(fig).expect("valid settings");
+async fn spawn_on(overrides: &[(&str, Value)], db_port: u16) -> ServedApi {
     let pool = PgPoolOptions::new().connect_lazy_with(server_options().port(db_port));
-    let state = AppState {
-        pool,
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
-        stuck: saga_tracker::stuck::StuckPolicy::default(),
-        stats_timeout: Duration::from_millis(settings.http.stats_timeout_ms),
-        auth: Authenticator::new(&settings.auth)
-            .await
-            .expect("authentication set up"),
-        settings: Arc::new(settings),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
-    Server {
-        base: format!("http://{addr}"),
-        addr,
-        http: reqwest::Client::new(),
-        shutdown,
-    }
+    common::serve_api(pool, common::settings_with(overrides), false).await
 }
 
-async fn spawn(overrides: &[(&str, Value)]) -> Server {
+async fn spawn(overrides: &[(&str, Value)]) -> ServedApi {
     spawn_on(overrides, 1).await
 }
 

@@ -14,21 +14,16 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use reqwest::StatusCode;
-use saga_tracker::api::{self, AppState};
 use saga_tracker::background;
-use saga_tracker::config::RetentionSettings;
-use saga_tracker::health::ConsumerHealth;
+use saga_tracker::config::{RetentionSettings, Settings};
 use saga_tracker::metrics::{self, DbGauges};
 use saga_tracker::store::insight::{self, StatsFilter};
 use saga_tracker::store::rollup;
 use saga_tracker::store::write::{write_batch, IncomingEvent};
-use saga_tracker::store::MIGRATOR;
 use saga_tracker::stuck::StuckPolicy;
 use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
-use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
+use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------
@@ -37,63 +32,38 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-use common::{server_options, Saga, TestDb};
+use common::{Saga, ServedApi, TestDb};
 
 struct TestApp {
-    base: String,
-    http: reqwest::Client,
+    api: ServedApi,
     pool: PgPool,
-    shutdown: CancellationToken,
+    // Declared last so it is dropped after the pool and the server.
     _db: TestDb,
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// The settings the tests run with: the defaults, but ORDER_CREATION has its own 300 s stuck
+/// threshold, and `/api/v1/stats` gets `stats_timeout_ms`.
+fn settings(stats_timeout_ms: u64) -> Settings {
+    common::settings_with(&[
+        ("stuck.thresholds", json!({"ORDER_CREATION": 300})),
+        ("http.stats_timeout_ms", json!(stats_timeout_ms)),
+    ])
 }
 
-/// The stuck rules the tests run with: ORDER_CREATION has its own 300 s threshold.
+/// The stuck rules of [`settings`], for the tests that evaluate them without the API.
 fn policy() -> StuckPolicy {
-    StuckPolicy {
-        default_threshold_secs: 900,
-        thresholds: [("ORDER_CREATION".to_owned(), 300)].into(),
-        failed_uncompensated_secs: 900,
-        compensation_timeout_secs: 1800,
-    }
+    StuckPolicy::from(&settings(10_000).stuck)
 }
 
 async fn spawn_app() -> TestApp {
-    spawn_app_with(std::time::Duration::from_secs(10)).await
+    spawn_app_with(10_000).await
 }
 
-async fn spawn_app_with(stats_timeout: std::time::Duration) -> TestApp {
-    let db = TestDb::create("saga_insight").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(server_options().database(&db.name))
-        .await
-        .expect("connect to the test database");
-    MIGRATOR.run(&pool).await.expect("migrations apply");
-    let state = AppState {
-        pool: pool.clone(),
-        consumer: ConsumerHealth::default(),
-        consumer_enabled: false,
-        metrics: metrics::install().expect("metrics recorder"),
-        stuck: policy(),
-        stats_timeout,
-        auth: saga_tracker::api::Authenticator::disabled(),
-        settings: std::sync::Arc::new(saga_tracker::config::defaults().expect("the defaults load")),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
+async fn spawn_app_with(stats_timeout_ms: u64) -> TestApp {
+    let (db, pool) = common::migrated_test_db("saga_insight").await;
     TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        api: common::serve_api(pool.clone(), settings(stats_timeout_ms), false).await,
         pool,
-        shutdown,
         _db: db,
     }
 }
@@ -101,8 +71,9 @@ async fn spawn_app_with(stats_timeout: std::time::Duration) -> TestApp {
 impl TestApp {
     async fn get_json(&self, path_and_query: &str) -> (StatusCode, Value) {
         let r = self
+            .api
             .http
-            .get(format!("{}{path_and_query}", self.base))
+            .get(format!("{}{path_and_query}", self.api.base))
             .send()
             .await
             .expect("request is answered");
@@ -137,7 +108,7 @@ impl TestApp {
     }
 
     async fn metrics(&self) -> String {
-        common::scrape(&self.http, &self.base).await
+        common::scrape(&self.api.http, &self.api.base).await
     }
 
     /// Writes through the real write path and records the batch like the consumer does.
@@ -354,7 +325,7 @@ async fn stats_and_saga_types_reject_bad_parameters_by_name() {
 
 #[tokio::test]
 async fn a_statistics_query_past_its_time_limit_is_a_503_not_a_hung_request() {
-    let app = spawn_app_with(std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_with(300).await;
     app.seed(stats_fixture()).await;
     // Another session holds the rollups (as a long maintenance statement would): the
     // statistics query waits on the lock until its statement timeout cancels it.
@@ -646,7 +617,7 @@ async fn the_detail_summarises_the_compensation_step_by_step() {
         steps,
         [("CREDIT", None, true), ("STOCK", Some(3000), false)]
     );
-    assert_eq!(c["failedSteps"], serde_json::json!(["CREDIT"]));
+    assert_eq!(c["failedSteps"], json!(["CREDIT"]));
     assert_eq!(c["steps"][1]["endedAt"], "2026-11-01T10:00:09Z");
 
     app.seed(

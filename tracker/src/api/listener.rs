@@ -84,10 +84,6 @@ pub struct CappedStream {
 }
 
 impl CappedStream {
-    fn touch(&mut self) {
-        self.last_activity = Instant::now();
-    }
-
     /// Ready with an error once the connection has been idle for `idle_timeout`; otherwise
     /// pending, with the timer registered to wake this task.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -106,6 +102,19 @@ impl CappedStream {
             self.deadline.as_mut().reset(due);
         }
     }
+
+    /// What one poll of the stream comes to. Any answer, data or error, is activity and
+    /// restarts the idle clock; waiting counts as idle time, in either direction: a client
+    /// that stops reading our answer is as idle as one that sends nothing.
+    fn track<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.last_activity = Instant::now();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
 }
 
 impl AsyncRead for CappedStream {
@@ -115,13 +124,8 @@ impl AsyncRead for CappedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.track(cx, poll)
     }
 }
 
@@ -132,14 +136,8 @@ impl AsyncWrite for CappedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            // A client that stops reading our answer is as idle as one that sends nothing.
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.track(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -148,13 +146,8 @@ impl AsyncWrite for CappedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.track(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

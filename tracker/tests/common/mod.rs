@@ -1,19 +1,33 @@
 //! Shared by the in-process integration tests: a throwaway database per test on the real
 //! PostgreSQL server named by `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`,
-//! trust auth), so tests run in parallel without seeing each other's rows; and librdkafka's
-//! mock cluster; and a builder of a saga's events.
+//! trust auth), so tests run in parallel without seeing each other's rows; the real router
+//! served on `127.0.0.1:0` ([`serve_api`]); librdkafka's mock cluster; and a builder of a
+//! saga's events.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use saga_tracker::api::{self, AppState, Authenticator};
+use saga_tracker::config::{Settings, DEFAULT_CONFIG};
+use saga_tracker::health::ConsumerHealth;
 use saga_tracker::store::write::IncomingEvent;
+use saga_tracker::store::MIGRATOR;
+use saga_tracker::stuck::StuckPolicy;
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus, SCHEMA_VERSION};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Connection options for the test server (no database chosen).
 pub fn server_options() -> PgConnectOptions {
@@ -78,6 +92,88 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// A fresh [`TestDb`] named `<prefix>_<uuid>` with the migrations applied, and a small pool
+/// on it. Keep the `TestDb` as long as the pool: dropping it drops the database.
+pub async fn migrated_test_db(prefix: &str) -> (TestDb, PgPool) {
+    let db = TestDb::create(prefix).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(server_options().database(&db.name))
+        .await
+        .expect("connect to the test database");
+    MIGRATOR.run(&pool).await.expect("migrations apply");
+    (db, pool)
+}
+
+/// The built-in defaults with `overrides` (dotted keys, e.g. `("auth.enabled", json!(true))`)
+/// on top, validated. The process environment is not read, so no `TRACKER_*` variable of
+/// the shell running the tests can change what they test.
+pub fn settings_with(overrides: &[(&str, serde_json::Value)]) -> Settings {
+    let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
+    for (key, value) in overrides {
+        fig = fig.merge(Serialized::default(key, value));
+    }
+    Settings::from_figment(fig).expect("valid settings")
+}
+
+/// The router's state as `Application::build` derives it from `settings` (stuck rules,
+/// `/stats` timeout, authentication), on `pool`. `consumer_enabled: false` is an API-only
+/// tracker: `/readyz` then does not wait for a consumer.
+pub async fn app_state(pool: PgPool, settings: Settings, consumer_enabled: bool) -> AppState {
+    AppState {
+        pool,
+        consumer: ConsumerHealth::default(),
+        consumer_enabled,
+        metrics: saga_tracker::metrics::install().expect("metrics recorder"),
+        stuck: StuckPolicy::from(&settings.stuck),
+        stats_timeout: Duration::from_millis(settings.http.stats_timeout_ms),
+        auth: Authenticator::new(&settings.auth)
+            .await
+            .expect("authentication set up"),
+        settings: Arc::new(settings),
+    }
+}
+
+/// The real router ([`api::serve`]) on an ephemeral loopback port, stopped when this is
+/// dropped.
+pub struct ServedApi {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The same address, for tests that speak raw TCP.
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// What `/readyz` reads of the consumer: tests play the consumer through it.
+    pub consumer: ConsumerHealth,
+    /// Cancelled as SIGTERM would, by the test or on drop.
+    pub shutdown: CancellationToken,
+    /// The `api::serve` task, for tests that wait for it to return.
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for ServedApi {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Serves [`app_state`] of `pool`, `settings` and `consumer_enabled` on `127.0.0.1:0`.
+pub async fn serve_api(pool: PgPool, settings: Settings, consumer_enabled: bool) -> ServedApi {
+    let state = app_state(pool, settings, consumer_enabled).await;
+    let consumer = state.consumer.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    ServedApi {
+        base: format!("http://{addr}"),
+        addr,
+        http: reqwest::Client::new(),
+        consumer,
+        shutdown,
+        task,
     }
 }
 
@@ -293,9 +389,7 @@ pub struct InProcessTracker {
 
 impl InProcessTracker {
     pub async fn spawn(setup: TrackerSetup<'_>) -> Self {
-        use figment::providers::Serialized;
         use saga_tracker::app::Application;
-        use saga_tracker::config::Settings;
 
         let db_name = match setup.db_name {
             Some(name) => name,
