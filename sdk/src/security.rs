@@ -170,9 +170,10 @@ fn err(field: &'static str, reason: impl Into<String>) -> SecurityError {
     }
 }
 
-/// Reads a secret file: a missing or unreadable file is an error naming `field`, and one
-/// trailing newline (as `echo` and most secret tools write) is not part of the secret.
-fn read_secret_file(field: &'static str, path: &Path) -> Result<Secret, SecurityError> {
+/// Reads a secret file: a missing, unreadable or empty file is an error naming `field`, and
+/// one trailing newline (as `echo` and most secret tools write) is not part of the secret.
+/// Public so the tracker reads its other secret files (the database password) the same way.
+pub fn read_secret_file(field: &'static str, path: &Path) -> Result<Secret, SecurityError> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| err(field, format!("cannot be read ({}): {e}", path.display())))?;
     let value = raw

@@ -176,26 +176,22 @@ impl PgServer {
         )
     }
 
-    /// Runs SQL as the superuser over the Unix socket.
+    /// Runs SQL as the superuser over the Unix socket, in database `postgres`.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
-        let mut c = pg_command(&self.bin, "psql");
-        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h"])
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ]);
-        run(c, "psql")
+        self.psql_in("postgres", sql)
     }
 
-    /// Reads a value back as the superuser.
+    /// Reads one value back as the superuser.
     pub fn query_one(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        let out = self.psql_in(db, sql)?;
+        match out.lines().next() {
+            Some(line) => Ok(line.to_owned()),
+            None => bail!("`{sql}` returned no row"),
+        }
+    }
+
+    /// `psql` as the superuser in `db`: unaligned, tuples only, stop at the first error.
+    fn psql_in(&self, db: &str, sql: &str) -> anyhow::Result<String> {
         let mut c = pg_command(&self.bin, "psql");
         c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h"])
             .arg(self.dir.path())
@@ -209,11 +205,7 @@ impl PgServer {
                 "-c",
                 sql,
             ]);
-        let out = run(c, "psql")?;
-        match out.lines().next() {
-            Some(line) => Ok(line.to_owned()),
-            None => bail!("`{sql}` returned no row"),
-        }
+        run(c, "psql")
     }
 }
 

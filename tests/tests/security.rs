@@ -116,6 +116,25 @@ async fn saga_round_trip(sdk: &SagaTracker, tracker: &TrackerProcess) -> anyhow:
     .await
 }
 
+/// Records a saga through `sdk`, checks it arrived, and stops everything cleanly.
+async fn finish(sdk: SagaTracker, mut tracker: TrackerProcess, db: TestDb) -> anyhow::Result<()> {
+    saga_round_trip(&sdk, &tracker).await?;
+    sdk.shutdown(Duration::from_secs(10)).await?;
+    tracker.stop(Duration::from_secs(30)).await?;
+    db.drop_db().await
+}
+
+/// The SDK's TLS settings trusting `ca`, with an optional client certificate.
+fn sdk_tls(ca: &TestCa, client: Option<&CertFiles>) -> TlsConfig {
+    TlsConfig {
+        enabled: true,
+        ca_file: Some(ca.ca_file.clone()),
+        cert_file: client.map(|c| c.cert.clone()),
+        key_file: client.map(|c| c.key.clone()),
+        ..TlsConfig::default()
+    }
+}
+
 /// Spawns a tracker expected to refuse to start: it must exit non-zero within a bounded
 /// time, `/readyz` must never answer 200 meanwhile, and its log is returned.
 async fn failed_start(options: TrackerOptions) -> anyhow::Result<String> {
@@ -195,16 +214,9 @@ async fn a_tls_broker_carries_sdk_events_to_a_tracker_that_verifies_it() -> anyh
     let sdk = SagaTracker::new(
         TrackerConfig::new(broker.brokers(), "tls-service")
             .with_topic(&topic)
-            .with_tls(TlsConfig {
-                enabled: true,
-                ca_file: Some(ca.ca_file.clone()),
-                ..TlsConfig::default()
-            }),
+            .with_tls(sdk_tls(&ca, None)),
     )?;
-    saga_round_trip(&sdk, &tracker).await?;
-    sdk.shutdown(Duration::from_secs(10)).await?;
-    tracker.stop(Duration::from_secs(30)).await?;
-    db.drop_db().await
+    finish(sdk, tracker, db).await
 }
 
 /// The mistakes a person makes with broker TLS stop the tracker at start-up, each with a
@@ -309,11 +321,7 @@ async fn scram_over_tls_authenticates_and_a_wrong_password_is_refused() -> anyho
     let sdk = SagaTracker::new(
         TrackerConfig::new(broker.brokers(), "order-service")
             .with_topic(&topic)
-            .with_tls(TlsConfig {
-                enabled: true,
-                ca_file: Some(ca.ca_file.clone()),
-                ..TlsConfig::default()
-            })
+            .with_tls(sdk_tls(&ca, None))
             .with_sasl(SaslConfig {
                 mechanism: Some(SaslMechanism::ScramSha256),
                 username: Some("order-service".into()),
@@ -328,11 +336,7 @@ async fn scram_over_tls_authenticates_and_a_wrong_password_is_refused() -> anyho
         TrackerConfig::new(broker.brokers(), "order-service")
             .with_topic(&topic)
             .with_delivery_timeout(Duration::from_secs(5))
-            .with_tls(TlsConfig {
-                enabled: true,
-                ca_file: Some(ca.ca_file.clone()),
-                ..TlsConfig::default()
-            })
+            .with_tls(sdk_tls(&ca, None))
             .with_sasl(SaslConfig {
                 mechanism: Some(SaslMechanism::ScramSha256),
                 username: Some("order-service".into()),
@@ -419,18 +423,9 @@ async fn mutual_tls_needs_the_client_certificate() -> anyhow::Result<()> {
     let sdk = SagaTracker::new(
         TrackerConfig::new(brokers, "order-service")
             .with_topic(&topic)
-            .with_tls(TlsConfig {
-                enabled: true,
-                ca_file: Some(ca.ca_file.clone()),
-                cert_file: Some(sdk_client.cert.clone()),
-                key_file: Some(sdk_client.key.clone()),
-                ..TlsConfig::default()
-            }),
+            .with_tls(sdk_tls(&ca, Some(&sdk_client))),
     )?;
-    saga_round_trip(&sdk, &tracker).await?;
-    sdk.shutdown(Duration::from_secs(10)).await?;
-    tracker.stop(Duration::from_secs(30)).await?;
-    db.drop_db().await
+    finish(sdk, tracker, db).await
 }
 
 /// The PostgreSQL settings for the test server: verify-full against the test CA, the role's

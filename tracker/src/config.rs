@@ -152,23 +152,15 @@ impl DatabaseSettings {
             ),
             (Some(p), None) => Ok(Some(p.clone())),
             (None, Some(path)) => {
-                let raw = std::fs::read_to_string(path).with_context(|| {
-                    format!(
-                        "invalid configuration: `database.password_file` ({}) cannot be read",
-                        path.display()
-                    )
-                })?;
-                let value = raw
-                    .strip_suffix("\r\n")
-                    .or_else(|| raw.strip_suffix('\n'))
-                    .unwrap_or(&raw);
-                if value.is_empty() {
-                    bail!(
-                        "invalid configuration: `database.password_file` ({}) is empty",
-                        path.display()
-                    );
-                }
-                Ok(Some(SecretString::from(value.to_owned())))
+                let secret = saga_tracker_sdk::security::read_secret_file("password_file", path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "invalid configuration: `database.{}` {}",
+                            e.field,
+                            e.reason
+                        )
+                    })?;
+                Ok(Some(SecretString::from(secret.expose().to_owned())))
             }
             (None, None) => Ok(None),
         }
