@@ -18,9 +18,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use reqwest::StatusCode;
 use saga_tracker_sdk::contract::StepStatus;
-use saga_tracker_sdk::security::{SaslConfig, SaslMechanism, Secret, TlsConfig};
+use saga_tracker_sdk::security::{KafkaSecurity, SaslConfig, SaslMechanism, Secret, TlsConfig};
 use saga_tracker_sdk::{SagaTracker, Step, TrackerConfig};
 use saga_tracker_tests::pg::PgServer;
 use saga_tracker_tests::pki::{write_private, CertFiles, TestCa};
@@ -330,6 +332,44 @@ async fn scram_over_tls_authenticates_and_a_wrong_password_is_refused() -> anyho
             }),
     )?;
     saga_round_trip(&sdk, &tracker).await?;
+
+    // The dead-letter producer speaks sasl_ssl too: a message that is not an event, sent by a
+    // plain librdkafka producer authenticated as the service, must reach the DLQ (the counter
+    // moves only after the DLQ acknowledged it).
+    let raw: FutureProducer = {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", broker.brokers());
+        let security = KafkaSecurity {
+            tls: sdk_tls(&ca, None),
+            sasl: SaslConfig {
+                mechanism: Some(SaslMechanism::ScramSha256),
+                username: Some("order-service".into()),
+                password: Some(Secret::new(service_password.clone())),
+                ..SaslConfig::default()
+            },
+        };
+        for (k, v) in security.properties()? {
+            cc.set(k, v.expose());
+        }
+        cc.create()?
+    };
+    raw.send(
+        FutureRecord::to(&topic)
+            .key("not-json")
+            .payload("this is not an event"),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|(e, _)| anyhow::anyhow!("producing the poison message: {e}"))?;
+    poll_until(EVENTUALLY, "the poison message in the DLQ", || async {
+        let sent = tracker
+            .metric("saga_tracker_dlq_messages_total", &[])
+            .await?
+            .unwrap_or(0.0);
+        ensure!(sent >= 1.0, "no dead letter acknowledged yet");
+        Ok(())
+    })
+    .await?;
 
     // The SDK with a wrong password cannot deliver (Sync mode reports it).
     let refused = SagaTracker::new(
