@@ -258,17 +258,23 @@ impl SagaTracker {
         let Some(inner) = &self.inner else {
             return Ok(None);
         };
-        let (event, traceparent) = match step.into_parts(&inner.service) {
+        #[allow(unused_mut)] // mutated only with the `opentelemetry` feature
+        let (mut event, mut traceparent) = match step.into_parts(&inner.service) {
             Ok(parts) => parts,
             Err(e) => {
                 inner.shared.stats.dropped(DropReason::Invalid);
                 return Err(e);
             }
         };
+        // The producer span the event's ids and `traceparent` then name (see `trace`).
+        #[cfg(feature = "opentelemetry")]
+        let span = crate::trace::ProducerSpan::start(&inner.topic, &mut event, &mut traceparent);
         let accepted = inner
             .dispatch(&event, traceparent.as_ref(), inner.delivery)
-            .await?;
-        Ok(accepted.then_some(event.event_id))
+            .await;
+        #[cfg(feature = "opentelemetry")]
+        span.end(&accepted);
+        Ok(accepted?.then_some(event.event_id))
     }
 
     /// Sends an already-built event as is (key = its `sagaId`, no validation) and awaits

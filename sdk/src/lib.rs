@@ -64,8 +64,10 @@
 //!   default features and enable this one. With neither, only plaintext brokers can be
 //!   reached and a TLS or SASL setting fails when the tracker is built.
 //! - `opentelemetry` — take `traceId`/`spanId` from the current OpenTelemetry context and send
-//!   a W3C `traceparent` header. Without it, set ids with [`Step::with_trace_ids`] or
-//!   [`Step::with_traceparent`].
+//!   a W3C `traceparent` header; with a tracer provider installed, each recorded step is also
+//!   a producer span (`send <topic>`, messaging conventions), a child of the caller's span, and
+//!   the ids and the header name that span, so the tracker's batch span links to it. Without
+//!   the feature, set ids with [`Step::with_trace_ids`] or [`Step::with_traceparent`].
 //! - `schema` — derive `schemars::JsonSchema` on the contract types and expose
 //!   [`contract::json_schema`](contract/fn.json_schema.html).
 

@@ -4,6 +4,13 @@
 //! or, with the `opentelemetry` feature, from the current OpenTelemetry context. Invalid and
 //! all-zero ids never reach the wire: W3C says a receiver must ignore them, so this module
 //! drops them rather than failing the recording.
+//!
+//! With the `opentelemetry` feature each recorded step also gets a producer span
+//! ([`ProducerSpan`], `send <topic>`, OpenTelemetry messaging conventions), a child of the
+//! step's trace, and *that* span is what the event's `spanId` and its `traceparent` header
+//! name: the tracker links its ingest batch to it, so a trace reads service → Kafka →
+//! tracker. The span comes from the global tracer provider; with none installed (the
+//! no-op default) it is the parent itself, and the ids are exactly the caller's.
 
 /// A W3C trace context: trace id, parent (span) id and trace flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +73,12 @@ impl TraceParent {
     #[cfg(feature = "opentelemetry")]
     pub(crate) fn from_otel(cx: &opentelemetry::Context) -> Option<Self> {
         use opentelemetry::trace::TraceContextExt;
-        let span = cx.span();
-        let sc = span.span_context();
+        Self::from_span_context(cx.span().span_context())
+    }
+
+    /// `sc`, if it is valid.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn from_span_context(sc: &opentelemetry::trace::SpanContext) -> Option<Self> {
         if !sc.is_valid() {
             return None;
         }
@@ -89,6 +100,125 @@ impl TraceParent {
     pub(crate) fn current() -> Option<Self> {
         None
     }
+}
+
+/// The producer span of one recorded step, from the global tracer provider; see the module
+/// documentation. Ended by [`ProducerSpan::end`] once the event is delivered (`Sync`) or
+/// buffered (`Async`), so its duration is what the recording cost the caller.
+#[cfg(feature = "opentelemetry")]
+pub(crate) struct ProducerSpan(opentelemetry::global::BoxedSpan);
+
+#[cfg(feature = "opentelemetry")]
+impl ProducerSpan {
+    /// Starts the span for `event` about to be sent to `topic`, as a child of the event's
+    /// trace (the current context when that is where the ids came from, else the caller's
+    /// ids as a remote parent; a new trace when there is none), and points the event's ids
+    /// and `traceparent` at it.
+    pub(crate) fn start(
+        topic: &str,
+        event: &mut crate::contract::SagaEvent,
+        traceparent: &mut Option<TraceParent>,
+    ) -> Self {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+        };
+        use opentelemetry::KeyValue;
+
+        let current = opentelemetry::Context::current();
+        let parent = match traceparent.as_ref() {
+            None => current,
+            Some(tp) if Self::same(&current, tp) => current,
+            Some(tp) => match (
+                TraceId::from_hex(&tp.trace_id),
+                SpanId::from_hex(&tp.span_id),
+            ) {
+                (Ok(trace_id), Ok(span_id)) => opentelemetry::Context::new()
+                    .with_remote_span_context(SpanContext::new(
+                        trace_id,
+                        span_id,
+                        TraceFlags::new(tp.flags),
+                        true,
+                        TraceState::default(),
+                    )),
+                _ => current,
+            },
+        };
+        let tracer = opentelemetry::global::tracer_with_scope(scope().clone());
+        let span = tracer
+            .span_builder(format!("send {topic}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "send"),
+                KeyValue::new("messaging.destination.name", topic.to_owned()),
+                KeyValue::new("messaging.kafka.message.key", event.saga_id.clone()),
+                KeyValue::new("messaging.message.id", event.event_id.clone()),
+                KeyValue::new("saga.type", event.saga_type.clone()),
+                KeyValue::new("saga.step", event.step.clone()),
+                KeyValue::new("saga.step_status", event.step_status.as_str()),
+            ])
+            .start_with_context(&tracer, &parent);
+        if let Some(tp) =
+            TraceParent::from_span_context(opentelemetry::trace::Span::span_context(&span))
+        {
+            event.trace_id = Some(tp.trace_id.clone());
+            event.span_id = Some(tp.span_id.clone());
+            *traceparent = Some(tp);
+        }
+        Self(span)
+    }
+
+    /// Whether `cx`'s span is the one `tp` names.
+    fn same(cx: &opentelemetry::Context, tp: &TraceParent) -> bool {
+        TraceParent::from_otel(cx)
+            .is_some_and(|t| t.trace_id == tp.trace_id && t.span_id == tp.span_id)
+    }
+
+    /// Ends the span with the outcome of the send: an error status when it failed or the
+    /// event was dropped (`Ok(false)`).
+    pub(crate) fn end(mut self, outcome: &Result<bool, crate::Error>) {
+        use opentelemetry::trace::{Span as _, Status};
+        use opentelemetry::KeyValue;
+
+        let failure = match outcome {
+            Ok(true) => None,
+            Ok(false) => Some((
+                "dropped",
+                "the event was dropped (buffer full or closed)".into(),
+            )),
+            Err(e) => Some((error_type(e), e.to_string())),
+        };
+        if let Some((kind, message)) = failure {
+            self.0.set_attribute(KeyValue::new("error.type", kind));
+            self.0.set_status(Status::error(message));
+        }
+        self.0.end();
+    }
+}
+
+/// A bounded `error.type` for a failed send.
+#[cfg(feature = "opentelemetry")]
+fn error_type(e: &crate::Error) -> &'static str {
+    match e {
+        crate::Error::Invalid(_) => "invalid",
+        crate::Error::Closed => "closed",
+        crate::Error::FlushTimeout { .. } => "flush_timeout",
+        crate::Error::Delivery(_) => "delivery",
+        _ => "other",
+    }
+}
+
+/// The SDK's instrumentation scope, built once.
+#[cfg(feature = "opentelemetry")]
+fn scope() -> &'static opentelemetry::InstrumentationScope {
+    static SCOPE: std::sync::OnceLock<opentelemetry::InstrumentationScope> =
+        std::sync::OnceLock::new();
+    SCOPE.get_or_init(|| {
+        opentelemetry::InstrumentationScope::builder("saga-tracker-sdk")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build()
+    })
 }
 
 fn is_hex_id(s: &str, digits: usize) -> bool {
