@@ -239,7 +239,10 @@ mod tests {
         // line of defence there: check it on the merged sources directly.
         let refused = crate::config::Settings::from_figment(fig.clone())
             .expect_err("secrets in kafka.properties are refused");
-        assert!(refused.to_string().contains("kafka.properties."), "{refused}");
+        assert!(
+            refused.to_string().contains("kafka.properties."),
+            "{refused}"
+        );
         let sources: serde_json::Value = fig.extract().expect("the sources merge");
         let view = redacted(&sources);
         let text = view.to_string();
