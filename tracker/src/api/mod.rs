@@ -11,7 +11,8 @@
 //! - [`hardening`] — request limits, the request timeout, CORS, security headers.
 //! - [`listener`] — the connection cap and idle timeout under both listeners.
 //!
-//! A request passes, outermost first: the tracing span, the access log and latency
+//! A request passes, outermost first: the tracing span (continuing the caller's W3C
+//! `traceparent`, see [`request_span`]), the access log and latency
 //! histogram ([`observe_request`]), security headers, CORS, the size limits, the timeout,
 //! authentication and authorisation, then the handler. So every refusal is logged, counted
 //! and carries the headers, and the cheap refusals come before authentication does any work.
@@ -174,16 +175,7 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
         .layer(middleware::from_fn(observe_request))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    tracing::info_span!(
-                        "http_request",
-                        method = %req.method(),
-                        route = route_of(req),
-                        // Filled in by `auth::authorize`: the caller's name, never its token.
-                        caller = tracing::field::Empty,
-                        auth = tracing::field::Empty,
-                    )
-                })
+                .make_span_with(request_span)
                 // `observe_request` writes the one line per request.
                 .on_request(())
                 .on_response(())
@@ -234,6 +226,60 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
+/// The request's span, `http_request`: a server span named `{method} {route}` with the
+/// HTTP semantic-convention attributes, continuing the trace of an incoming W3C
+/// `traceparent` header (a root otherwise). `caller` and `auth` are filled in by
+/// [`auth::authorize`], `http.response.status_code` by [`observe_request`].
+fn request_span(req: &Request) -> tracing::Span {
+    let route = route_of(req);
+    let span = tracing::info_span!(
+        "http_request",
+        otel.kind = "server",
+        otel.name = %format_args!("{} {route}", req.method()),
+        method = %req.method(),
+        route,
+        http.request.method = method_label(req.method()),
+        http.route = route,
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        // Filled in by `auth::authorize`: the caller's name, never its token.
+        caller = tracing::field::Empty,
+        auth = tracing::field::Empty,
+    );
+    continue_trace(&span, req.headers());
+    span
+}
+
+/// Makes `span` a child of the span named by the request's `traceparent` header (and its
+/// `tracestate`), read with OpenTelemetry's W3C propagator. Does nothing without the header,
+/// or when no OpenTelemetry layer records the span (export off).
+fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&HeaderExtractor(headers));
+    // `Err` only when no OpenTelemetry layer records the span: nothing to continue then.
+    let _ = span.set_parent(parent);
+}
+
+/// Request headers as the propagator's [`opentelemetry::propagation::Extractor`].
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
 /// The matched route template (`/api/v1/sagas/{sagaId}`), never the raw path, so the label
 /// set stays bounded.
 fn route_of(req: &Request) -> &str {
@@ -251,6 +297,11 @@ async fn observe_request(req: Request, next: Next) -> Response {
     let route = route_of(&req).to_owned();
     let response = next.run(req).await;
     let status = response.status().as_u16();
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let elapsed = start.elapsed();
     crate::metrics::http_request(method, &route, status, elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1000.0;

@@ -143,6 +143,16 @@ pub struct SagaDetail {
     pub compensation: Option<CompensationSummary>,
     /// One entry per step, in the order the steps first appear in saga order.
     pub steps: Vec<StepView>,
+    /// The W3C trace ids the emitters sent with the saga's events (`traceId`), each once,
+    /// in saga order: open them in the tracing backend (e.g. Tempo) to see the services'
+    /// own spans around each step.
+    #[schema(example = json!(["4bf92f3577b34da6a3ce929d0e0e4736"]))]
+    pub trace_ids: Vec<String>,
+    /// The tracker's own trace ids: those of the ingest batches (`ingest.batch` spans) that
+    /// stored the saga's events, each once, in saga order. Only batches that were traced and
+    /// sampled are recorded, so this may be shorter than the event list, or empty.
+    #[schema(example = json!(["0af7651916cd43dd8448eb211c80319c"]))]
+    pub tracker_trace_ids: Vec<String>,
 }
 
 /// The saga's compensation as a whole and step by step.
@@ -243,6 +253,9 @@ pub struct EventView {
     pub metadata: Option<Value>,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
+    /// The trace id of the tracker's ingest batch that stored the event (its `ingest.batch`
+    /// span); `null` when that batch was not traced or not sampled.
+    pub tracker_trace_id: Option<String>,
     /// Where the message was read from; `null` for events that did not come through Kafka.
     pub kafka: Option<KafkaPosition>,
 }
@@ -344,7 +357,7 @@ pub async fn detail(
     saga_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SagaDetail>, ApiError> {
     let saga_id = path_saga_id(saga_id)?;
-    let (saga, _, records) = load_saga(&state, &saga_id).await?;
+    let (saga, rows, records) = load_saga(&state, &saga_id).await?;
     let timeline = aggregate::timeline(&records);
     let compensation = compensation_summary(&saga, &timeline);
     let steps = timeline.into_iter().map(StepView::from).collect();
@@ -352,7 +365,19 @@ pub async fn detail(
         summary: summary(saga, &state.stuck, request_time()),
         compensation,
         steps,
+        trace_ids: distinct(rows.iter().map(|r| r.row.trace_id.as_deref())),
+        tracker_trace_ids: distinct(rows.iter().map(|r| r.tracker_trace_id.as_deref())),
     }))
+}
+
+/// The present values, each once, in the order they first appear.
+fn distinct<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    values
+        .flatten()
+        .filter(|v| seen.insert(*v))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// One saga's raw events, in saga order.
@@ -567,6 +592,7 @@ impl From<&StoredEvent> for EventView {
             metadata: r.metadata.clone(),
             trace_id: r.trace_id.clone(),
             span_id: r.span_id.clone(),
+            tracker_trace_id: stored.tracker_trace_id.clone(),
             kafka,
         }
     }
@@ -899,6 +925,13 @@ mod tests {
         );
         let r = parse_search(&format!("sort=updatedAt&cursor={c}")).expect("valid");
         assert_eq!((r.sort, r.after), (SortKey::UpdatedAt, Some(k)));
+    }
+
+    #[test]
+    fn distinct_keeps_first_appearances_and_skips_absent_values() {
+        let got = distinct([Some("b"), None, Some("a"), Some("b"), None].into_iter());
+        assert_eq!(got, ["b", "a"]);
+        assert!(distinct([None, None].into_iter()).is_empty());
     }
 
     #[test]

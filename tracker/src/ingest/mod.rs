@@ -15,12 +15,17 @@
 //! retrying would wedge the partition, so the batch is bisected down to the offending event,
 //! which goes to the DLQ with reason `db_rejected`, and the rest commits.
 //!
+//! Each batch is one `ingest.batch` span (a root, linked to the producers' spans; see
+//! [`trace`]) with children `ingest.decode`, `ingest.dead_letter`, `ingest.db_transaction`
+//! (one per attempt, so retries and bisection show) and `ingest.store_offsets`.
+//!
 //! This module decodes with the SDK's contract and writes through `store`; it never builds
 //! SQL and never touches HTTP.
 
 pub mod client;
 pub mod dlq;
 pub mod topics;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,12 +40,13 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use saga_tracker_sdk::contract::{self, ContractError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::Settings;
 use crate::health::ConsumerHealth;
 use crate::metrics;
 use crate::metrics::CommittedBatch;
-use crate::store::write::{is_permanent, write_batch, IncomingEvent, KafkaSource};
+use crate::store::write::{is_permanent, write_batch_traced, IncomingEvent, KafkaSource};
 use dlq::DeadLetters;
 
 /// Commits stored offsets synchronously before partitions are taken away, so the next owner
@@ -173,6 +179,39 @@ pub const REASON_DB_REJECTED: &str = "db_rejected";
 /// The batch could not be made durable before shutdown; its offsets were not stored.
 #[derive(Debug)]
 struct Abandoned;
+
+/// What a durable batch reports on its `ingest.batch` span.
+#[derive(Debug)]
+struct BatchCounts {
+    /// Events the store already held (redeliveries).
+    duplicates: u64,
+    /// Invalid events plus those the database refused, all sent to the DLQ.
+    dead_letters: u64,
+    /// `now - occurredAt` of the batch's oldest valid event, once it is durable.
+    oldest_event_lag_ms: Option<i64>,
+}
+
+/// What [`Ingestor::write_isolating`] did besides committing.
+#[derive(Debug, Default)]
+struct Written {
+    duplicates: u64,
+    /// Events the database refused as data, sent to the DLQ (`db_rejected`).
+    rejected: u64,
+}
+
+/// `error.type` of a failed transaction: the SQLSTATE when the database answered, else what
+/// kind of failure it was (bounded values).
+fn error_type(e: &sqlx::Error) -> std::borrow::Cow<'_, str> {
+    match e {
+        sqlx::Error::Database(db) => db.code().unwrap_or("database".into()),
+        sqlx::Error::PoolTimedOut => "pool_timeout".into(),
+        sqlx::Error::PoolClosed => "pool_closed".into(),
+        sqlx::Error::Io(_) => "io".into(),
+        sqlx::Error::Tls(_) => "tls".into(),
+        sqlx::Error::Protocol(_) => "protocol".into(),
+        _ => "other".into(),
+    }
+}
 
 impl Ingestor {
     /// Creates the consumer and the DLQ producer. Connects to nothing: [`Ingestor::run`]
@@ -308,50 +347,122 @@ impl Ingestor {
     }
 
     /// Makes one batch durable, then stores its offsets. `Err` only if shutdown interrupted
-    /// the retries, in which case nothing was stored.
+    /// the retries, in which case nothing was stored. All of it runs in the batch's
+    /// `ingest.batch` span.
     async fn process(
         &self,
         batch: Vec<OwnedMessage>,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        let k = &self.settings.kafka;
+        let span = trace::batch_span(&batch, &k.topic, &k.group_id);
+        let trace_id = trace::sampled_trace_id(&span);
+        let result = self
+            .process_traced(&batch, trace_id.as_deref(), shutdown)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(counts) => {
+                span.record("outcome", "committed");
+                span.record("duplicates", counts.duplicates as i64);
+                span.record("dead_letters", counts.dead_letters as i64);
+                if let Some(lag) = counts.oldest_event_lag_ms {
+                    span.record("oldest_event_lag_ms", lag);
+                }
+            }
+            Err(Abandoned) => {
+                span.record("outcome", "abandoned");
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// [`Self::process`] inside the batch span; `trace_id` is the batch's sampled trace id,
+    /// stored with every event the batch writes.
+    async fn process_traced(
+        &self,
+        batch: &[OwnedMessage],
+        trace_id: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> Result<BatchCounts, Abandoned> {
         let now = Utc::now();
         let mut valid = Vec::with_capacity(batch.len());
         let mut valid_msgs: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
         let mut invalid: Vec<(&OwnedMessage, ContractError)> = Vec::new();
-        for msg in &batch {
-            match decode_message(msg, now) {
-                Ok(event) => {
-                    valid.push(IncomingEvent {
-                        event,
-                        received_at: now,
-                        source: Some(KafkaSource {
-                            topic: msg.topic().to_owned(),
-                            partition: msg.partition(),
-                            offset: msg.offset(),
-                        }),
-                    });
-                    valid_msgs.push(msg);
+        let decode = tracing::info_span!(
+            "ingest.decode",
+            messaging.batch.message_count = batch.len() as i64,
+            valid = tracing::field::Empty,
+            invalid = tracing::field::Empty,
+        );
+        decode.in_scope(|| {
+            for msg in batch {
+                match decode_message(msg, now) {
+                    Ok(event) => {
+                        valid.push(IncomingEvent {
+                            event,
+                            received_at: now,
+                            source: Some(KafkaSource {
+                                topic: msg.topic().to_owned(),
+                                partition: msg.partition(),
+                                offset: msg.offset(),
+                            }),
+                        });
+                        valid_msgs.push(msg);
+                    }
+                    Err(e) => invalid.push((msg, e)),
                 }
-                Err(e) => invalid.push((msg, e)),
             }
-        }
+        });
+        decode.record("valid", valid.len() as i64);
+        decode.record("invalid", invalid.len() as i64);
+        drop(decode);
 
-        for (msg, why) in &invalid {
-            tracing::warn!(
-                reason = why.reason(),
-                error = %why,
-                partition = msg.partition(),
-                offset = msg.offset(),
-                "invalid event sent to the DLQ"
+        if !invalid.is_empty() {
+            let dlq = tracing::info_span!(
+                "ingest.dead_letter",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %self.settings.kafka.dlq_topic,
+                messaging.operation.type = "send",
+                messaging.batch.message_count = invalid.len() as i64,
+                reason = "invalid",
             );
-            self.retry(shutdown, "DLQ send", || self.dead_letters.send(msg, why))
-                .await?;
-            metrics::dead_lettered(why.reason());
+            async {
+                for (msg, why) in &invalid {
+                    tracing::warn!(
+                        reason = why.reason(),
+                        error = %why,
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "invalid event sent to the DLQ"
+                    );
+                    self.retry(shutdown, "DLQ send", || self.dead_letters.send(msg, why))
+                        .await?;
+                    metrics::dead_lettered(why.reason());
+                }
+                Ok(())
+            }
+            .instrument(dlq)
+            .await?;
         }
 
-        self.write_isolating(&valid, &valid_msgs, shutdown).await?;
-        self.store_offsets(&batch);
-        Ok(())
+        let written = self
+            .write_isolating(&valid, &valid_msgs, trace_id, shutdown)
+            .await?;
+        let oldest_event_lag_ms = valid
+            .iter()
+            .map(|e| e.event.occurred_at)
+            .min()
+            .map(|oldest| (Utc::now() - oldest).num_milliseconds().max(0));
+        tracing::info_span!("ingest.store_offsets", partitions = tracing::field::Empty,)
+            .in_scope(|| self.store_offsets(batch));
+        Ok(BatchCounts {
+            duplicates: written.duplicates,
+            dead_letters: invalid.len() as u64 + written.rejected,
+            oldest_event_lag_ms,
+        })
     }
 
     /// Writes the valid events of a batch. Transient database errors are retried (see
@@ -364,14 +475,22 @@ impl Ingestor {
         &self,
         valid: &[IncomingEvent],
         msgs: &[&OwnedMessage],
+        trace_id: Option<&str>,
         shutdown: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    ) -> Result<Written, Abandoned> {
+        let mut written = Written::default();
         // Index ranges of `valid` still to write; a stack, so halves are tried in order.
         let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
         pending.push(0..valid.len());
         while let Some(range) = pending.pop() {
-            match self.write_retrying(&valid[range.clone()], shutdown).await? {
-                Ok(committed) => metrics::batch_committed(&committed),
+            match self
+                .write_retrying(&valid[range.clone()], trace_id, shutdown)
+                .await?
+            {
+                Ok(committed) => {
+                    written.duplicates += committed.duplicate;
+                    metrics::batch_committed(&committed);
+                }
                 Err(e) if range.len() > 1 => {
                     tracing::warn!(
                         error = %e,
@@ -399,16 +518,27 @@ impl Ingestor {
                         offset = msg.offset(),
                         "event refused by the database sent to the DLQ"
                     );
+                    let dlq = tracing::info_span!(
+                        "ingest.dead_letter",
+                        otel.kind = "producer",
+                        messaging.system = "kafka",
+                        messaging.destination.name = %self.settings.kafka.dlq_topic,
+                        messaging.operation.type = "send",
+                        messaging.batch.message_count = 1_i64,
+                        reason = REASON_DB_REJECTED,
+                    );
                     self.retry(shutdown, "DLQ send", || {
                         self.dead_letters
                             .send_with(msg, REASON_DB_REJECTED, None, &detail)
                     })
+                    .instrument(dlq)
                     .await?;
                     metrics::dead_lettered(REASON_DB_REJECTED);
+                    written.rejected += 1;
                 }
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// One transaction for `events`, retried with capped exponential backoff while the error
@@ -417,12 +547,36 @@ impl Ingestor {
     async fn write_retrying(
         &self,
         events: &[IncomingEvent],
+        trace_id: Option<&str>,
         shutdown: &CancellationToken,
     ) -> Result<Result<CommittedBatch, sqlx::Error>, Abandoned> {
         let mut delay = Duration::from_millis(self.settings.ingest.retry_initial_ms);
         let max = Duration::from_millis(self.settings.ingest.retry_max_ms);
+        let mut attempt = 0u32;
         loop {
-            match write_batch(&self.pool, events).await {
+            attempt = attempt.saturating_add(1);
+            let span = tracing::info_span!(
+                "ingest.db_transaction",
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                db.operation.name = "write_batch",
+                events = events.len() as i64,
+                attempt = i64::from(attempt),
+                duplicates = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let outcome = write_batch_traced(&self.pool, events, trace_id)
+                .instrument(span.clone())
+                .await;
+            match &outcome {
+                Ok(committed) => span.record("duplicates", committed.duplicate as i64),
+                Err(e) => {
+                    span.record("error.type", error_type(e).as_ref());
+                    span.record("otel.status_code", "ERROR")
+                }
+            };
+            match outcome {
                 Ok(committed) => {
                     self.health.set_db_failing(false);
                     metrics::consumer_up(true);
@@ -495,6 +649,7 @@ impl Ingestor {
                 .or_insert(m.offset() + 1);
             *e = (*e).max(m.offset() + 1);
         }
+        tracing::Span::current().record("partitions", next.len() as i64);
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in next {
             if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {

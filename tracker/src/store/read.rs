@@ -149,6 +149,9 @@ pub struct StoredEvent {
     /// When the transaction that stored it began; `ingested_at - occurred_at` is the
     /// visibility lag.
     pub ingested_at: DateTime<Utc>,
+    /// The trace id of the tracker's ingest batch that stored it (`ingest.batch`), when that
+    /// batch was traced and sampled.
+    pub tracker_trace_id: Option<String>,
 }
 
 const SAGA_COLUMNS: &str = "saga_id, saga_type, status, started_at, updated_at, ended_at, \
@@ -380,7 +383,8 @@ pub async fn saga_with_events(
         return Ok(None);
     };
     let events = sqlx::query_as::<_, StoredEvent>(&format!(
-        "select {EVENT_COLUMNS}, ingested_at from saga_events where saga_id = $1 \
+        "select {EVENT_COLUMNS}, ingested_at, tracker_trace_id from saga_events \
+         where saga_id = $1 \
          order by sequence asc nulls first, occurred_at asc, event_id asc"
     ))
     .bind(saga_id)

@@ -105,11 +105,11 @@ const INSERT_EVENTS: &str = r#"
 insert into saga_events (
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset)
+    kafka_topic, kafka_partition, kafka_offset, tracker_trace_id)
 select
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset
+    kafka_topic, kafka_partition, kafka_offset, $2::text
 from jsonb_to_recordset($1) as x(
     event_id text, saga_id text, saga_type text, step text, step_status text, saga_status text,
     occurred_at timestamptz, received_at timestamptz, service text, sequence bigint,
@@ -189,10 +189,23 @@ pub fn is_permanent(error: &sqlx::Error) -> bool {
 
 /// Stores the events (each `eventId` once) and recomputes every saga they touch, in one
 /// transaction. Returns what to count once the commit happened (it has, when this returns
-/// `Ok`). An empty slice is a no-op.
+/// `Ok`). An empty slice is a no-op. The events are stored without a tracker trace id; see
+/// [`write_batch_traced`].
 pub async fn write_batch(
     pool: &PgPool,
     events: &[IncomingEvent],
+) -> Result<CommittedBatch, sqlx::Error> {
+    write_batch_traced(pool, events, None).await
+}
+
+/// [`write_batch`], recording `tracker_trace_id` (the trace of the ingest batch doing the
+/// write, when it is sampled) on every event it newly stores, so the saga detail can lead to
+/// the tracker's own work. A redelivered event keeps the trace id of the batch that stored it
+/// first. One value per batch, so it is one bind beside the events' JSON, not a field per row.
+pub async fn write_batch_traced(
+    pool: &PgPool,
+    events: &[IncomingEvent],
+    tracker_trace_id: Option<&str>,
 ) -> Result<CommittedBatch, sqlx::Error> {
     let started = Instant::now();
     if events.is_empty() {
@@ -224,6 +237,7 @@ pub async fn write_batch(
     let payload = Value::Array(unique.iter().map(|e| event_json(e)).collect());
     let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(INSERT_EVENTS)
         .bind(&payload)
+        .bind(tracker_trace_id)
         .fetch_all(&mut *tx)
         .await?;
 
