@@ -5,7 +5,11 @@
 #     use to send legacy-shape and poison messages and to read the DLQ;
 #   - schemathesis (pinned), in a virtualenv of its own at $SCHEMATHESIS_VENV
 #     (default ~/.cache/saga-tracker/schemathesis-venv), for scripts/schemathesis.sh. A venv,
-#     so its many dependencies cannot upset the system python's packages.
+#     so its many dependencies cannot upset the system python's packages;
+#   - rotel (pinned), a real OpenTelemetry collector shipped as a PyPI wheel, in a virtualenv
+#     at $ROTEL_VENV (default ~/.cache/saga-tracker/rotel-venv): the OTLP receiver of
+#     tests/tests/telemetry.rs (see tests/src/otel.rs). Its agent embeds Python for trace
+#     processors, so it needs the interpreter's libpython (the harness sets LD_LIBRARY_PATH).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,6 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Pinned so a new release cannot change the verdict between two runs.
 SCHEMATHESIS_REQUIREMENT="schemathesis==4.32.5"
 SCHEMATHESIS_VENV="${SCHEMATHESIS_VENV:-$HOME/.cache/saga-tracker/schemathesis-venv}"
+ROTEL_REQUIREMENT="rotel==0.0.1a15"
+ROTEL_VENV="${ROTEL_VENV:-$HOME/.cache/saga-tracker/rotel-venv}"
 
 have python3 || die "python3 is required (Debian: apt-get install -y python3 python3-pip)"
 
@@ -47,3 +53,25 @@ if ! schemathesis_ok; then
     schemathesis_ok || die "$SCHEMATHESIS_VENV does not have $SCHEMATHESIS_REQUIREMENT after installing it"
 fi
 log "schemathesis ${SCHEMATHESIS_REQUIREMENT#*==} is installed ($SCHEMATHESIS_VENV)"
+
+rotel_ok() {
+    [[ -x "$ROTEL_VENV/bin/python" ]] &&
+        "$ROTEL_VENV/bin/python" - "${ROTEL_REQUIREMENT#*==}" <<'PY' 2>/dev/null
+import os, sys
+from importlib.metadata import version
+import rotel
+agent = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+sys.exit(0 if version("rotel") == sys.argv[1] and os.access(agent, os.X_OK) else 1)
+PY
+}
+
+if ! rotel_ok; then
+    log "installing $ROTEL_REQUIREMENT into $ROTEL_VENV"
+    mkdir -p "$(dirname "$ROTEL_VENV")"
+    [[ -x "$ROTEL_VENV/bin/python" ]] || python3 -m venv "$ROTEL_VENV" ||
+        die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+    "$ROTEL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROTEL_REQUIREMENT" ||
+        die "pip install $ROTEL_REQUIREMENT failed"
+    rotel_ok || die "$ROTEL_VENV does not have a runnable $ROTEL_REQUIREMENT after installing it"
+fi
+log "rotel ${ROTEL_REQUIREMENT#*==} is installed ($ROTEL_VENV)"

@@ -21,6 +21,7 @@
 //! how to get it. Logs of every process go to `<workspace>/target/test-logs/`, and the tail
 //! of each is printed when a test panics, so a CI failure explains itself.
 
+pub mod otel;
 pub mod pg;
 pub mod pki;
 

@@ -29,6 +29,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub stuck: StuckSettings,
     pub retention: RetentionSettings,
     /// The merged sources (defaults, file, environment) as read, before typing: what
@@ -550,6 +551,98 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// The tracker's own traces and logs leaving the process (see [`crate::telemetry`]). Both
+/// are off by default; the standard `OTEL_*` variables, when set, win over these settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `service.name` of the spans and the `service` label of the Loki streams, unless
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) says otherwise.
+    pub service_name: String,
+    pub otlp: OtlpSettings,
+    pub loki: LokiSettings,
+}
+
+/// `[telemetry.otlp]`: spans over OTLP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// Export spans. Also on whenever `OTEL_EXPORTER_OTLP_ENDPOINT` (or its `_TRACES_` form)
+    /// is set, so a platform that configures every service that way needs nothing else.
+    pub enabled: bool,
+    /// The collector: a base URL (`/v1/traces` is appended for HTTP). Empty: the standard
+    /// variables, else `http://localhost:4317` (gRPC) / `http://localhost:4318` (HTTP).
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`; empty: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
+    pub protocol: String,
+    /// Longest one export may take before it counts as failed.
+    pub timeout_ms: u64,
+    /// OpenTelemetry sampler name (`parentbased_traceidratio`, `always_on`, …), as
+    /// `OTEL_TRACES_SAMPLER`; `sampler_arg` is its ratio, as `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: String,
+    pub sampler_arg: String,
+    /// Finished spans waiting for export, at most; beyond it new spans are dropped (and
+    /// counted), so an unreachable collector costs a bounded amount of memory.
+    pub max_queue_size: usize,
+    /// Spans per export request.
+    pub max_export_batch_size: usize,
+    /// Longest a finished span waits before its batch is sent.
+    pub scheduled_delay_ms: u64,
+}
+
+/// `[telemetry.loki]`: log lines pushed to Loki.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSettings {
+    /// Loki's base URL (`/loki/api/v1/push` is appended); empty: off.
+    pub url: String,
+    /// Encoded log batches held while Loki is slow or down, at most, in bytes; beyond it the
+    /// oldest are dropped (and counted).
+    pub max_buffer_bytes: usize,
+    /// Longest one push may take before it counts as failed.
+    pub timeout_ms: u64,
+}
+
+impl TelemetrySettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.service_name.trim().is_empty() {
+            bail!("invalid configuration: `telemetry.service_name` must not be empty");
+        }
+        let o = &self.otlp;
+        if !matches!(o.protocol.as_str(), "" | "grpc" | "http/protobuf") {
+            bail!("invalid configuration: `telemetry.otlp.protocol` must be \"grpc\" or \"http/protobuf\" (or empty)");
+        }
+        if !(1..=600_000).contains(&o.timeout_ms) {
+            bail!(
+                "invalid configuration: `telemetry.otlp.timeout_ms` must be between 1 and 600000"
+            );
+        }
+        if !(1..=1_000_000).contains(&o.max_queue_size) {
+            bail!("invalid configuration: `telemetry.otlp.max_queue_size` must be between 1 and 1000000");
+        }
+        if o.max_export_batch_size == 0 || o.max_export_batch_size > o.max_queue_size {
+            bail!("invalid configuration: `telemetry.otlp.max_export_batch_size` must be between 1 and `telemetry.otlp.max_queue_size`");
+        }
+        if !(1..=600_000).contains(&o.scheduled_delay_ms) {
+            bail!("invalid configuration: `telemetry.otlp.scheduled_delay_ms` must be between 1 and 600000");
+        }
+        crate::telemetry::parse_sampler("telemetry.otlp.sampler", &o.sampler, &o.sampler_arg)?;
+        let l = &self.loki;
+        if !(l.url.is_empty() || l.url.starts_with("http://") || l.url.starts_with("https://")) {
+            bail!("invalid configuration: `telemetry.loki.url` must be an http:// or https:// URL (or empty)");
+        }
+        if !(64 * 1024..=1 << 30).contains(&l.max_buffer_bytes) {
+            bail!("invalid configuration: `telemetry.loki.max_buffer_bytes` must be between 65536 and 1073741824");
+        }
+        if !(1..=600_000).contains(&l.timeout_ms) {
+            bail!(
+                "invalid configuration: `telemetry.loki.timeout_ms` must be between 1 and 600000"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// When a saga counts as stuck (see [`crate::stuck`]). Evaluated at query time from the
 /// saga row and the clock, so the API is exact; `evaluate_interval_secs` only paces the
 /// gauge refresh.
@@ -662,6 +755,7 @@ impl Settings {
             Ok(())
         }
         nonempty("kafka.brokers", &self.kafka.brokers)?;
+        self.telemetry.validate()?;
         nonempty("kafka.topic", &self.kafka.topic)?;
         nonempty("kafka.dlq_topic", &self.kafka.dlq_topic)?;
         nonempty("kafka.group_id", &self.kafka.group_id)?;

@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
+    let telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
     let ignored = Settings::ignored_env_vars();
     if !ignored.is_empty() {
         // Not settings (those are TRACKER_<SECTION>__<KEY>): typically the TRACKER_PORT,
@@ -109,7 +109,10 @@ async fn main() -> anyhow::Result<()> {
                 ops_addr = %app.ops_addr()?,
                 "saga tracker listening"
             );
-            app.run(shutdown).await
+            let result = app.run(shutdown).await;
+            // Exports the spans and lines of the last batches before the process exits.
+            telemetry.shutdown().await;
+            result
         }
         Command::Migrate => {
             if let store::ConnectCheck::Unreachable(why) =

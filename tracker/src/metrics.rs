@@ -40,6 +40,8 @@ pub const SAGAS_STUCK: &str = "saga_tracker_sagas_stuck";
 pub const GAUGES_REFRESHED_TIMESTAMP: &str = "saga_tracker_gauges_refreshed_timestamp_seconds";
 pub const RETENTION_DELETED: &str = "saga_tracker_retention_deleted_total";
 pub const RETENTION_ERRORS: &str = "saga_tracker_retention_errors_total";
+pub const TELEMETRY_EXPORT_FAILURES: &str = "saga_tracker_telemetry_export_failures_total";
+pub const TELEMETRY_DROPPED: &str = "saga_tracker_telemetry_dropped_total";
 
 /// Most distinct `saga_type` label values exported before new ones become `other`.
 pub const MAX_SAGA_TYPE_LABELS: usize = 200;
@@ -182,6 +184,14 @@ fn describe() {
         "Rows removed by retention, by table (sagas, saga_events)"
     );
     describe_counter!(RETENTION_ERRORS, "Retention passes that failed");
+    describe_counter!(
+        TELEMETRY_EXPORT_FAILURES,
+        "Exports of the tracker's own telemetry that failed, by signal (traces: OTLP requests, logs: Loki pushes)"
+    );
+    describe_counter!(
+        TELEMETRY_DROPPED,
+        "Spans (signal=traces) or log lines (signal=logs) dropped because the export queue was full or the export failed"
+    );
 }
 
 /// Caps the distinct values one label may take.
@@ -378,6 +388,16 @@ pub fn db_write_failed() {
 
 pub fn consumer_up(up: bool) {
     gauge!(CONSUMER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// One failed export of the tracker's own spans or logs (see [`crate::telemetry`]).
+pub fn telemetry_export_failed(signal: crate::telemetry::Signal) {
+    counter!(TELEMETRY_EXPORT_FAILURES, "signal" => signal.as_str()).increment(1);
+}
+
+/// Spans or log lines of the tracker's own telemetry that were never delivered.
+pub fn telemetry_dropped(signal: crate::telemetry::Signal, items: u64) {
+    counter!(TELEMETRY_DROPPED, "signal" => signal.as_str()).increment(items);
 }
 
 /// Records one HTTP request. `route` is the matched route template, never the raw path.
