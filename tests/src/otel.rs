@@ -79,6 +79,19 @@ impl ReceivedSpan {
     pub fn service_name(&self) -> Option<&str> {
         self.resource.get("service.name").and_then(Value::as_str)
     }
+
+    /// The spans among `spans` whose parent is this span.
+    pub fn children<'a>(&self, spans: &'a [ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == self.trace_id && s.parent_span_id == self.span_id)
+            .collect()
+    }
+}
+
+/// The spans named `name`.
+pub fn spans_named<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
+    spans.iter().filter(|s| s.name == name).collect()
 }
 
 /// A running rotel collector.

@@ -103,20 +103,27 @@ impl std::fmt::Debug for Relay {
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 impl Loki {
-    /// Lets `tracing-loki` send what it holds, then pushes the queue (at most
-    /// [`SHUTDOWN_FLUSH`]) and stops.
+    /// Lets `tracing-loki` send what it holds, pushes the queue, and stops: at most
+    /// [`SHUTDOWN_FLUSH`] in all, whatever Loki does.
     pub async fn shutdown(self) {
-        self.controller.shutdown().await;
-        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.encoder).await;
-        let relay = self.relay.clone();
+        let Self {
+            controller,
+            encoder,
+            relay,
+            forwarder,
+            stop,
+        } = self;
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, async move {
+            controller.shutdown().await;
+            let _ = encoder.await;
             while !relay.is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
-        self.stop.cancel();
-        let _ = self.forwarder.await;
+        stop.cancel();
+        // A push still waiting on a slow Loki is abandoned rather than awaited.
+        forwarder.abort();
     }
 }
 
@@ -374,5 +381,79 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         self.inner.on_close(id, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(max_bytes: usize) -> Relay {
+        Relay {
+            queue: Mutex::new(Queue::default()),
+            max_bytes,
+            ready: Notify::new(),
+        }
+    }
+
+    #[test]
+    fn the_relay_holds_at_most_max_bytes_and_drops_the_oldest() {
+        let relay = relay(4096);
+        for i in 0..100u8 {
+            relay.push(Bytes::from(vec![i; 1000]));
+        }
+        let q = relay.queue.lock().expect("lock");
+        assert!(q.bytes <= 4096, "{} bytes held", q.bytes);
+        assert_eq!(q.bodies.len(), 4);
+        assert_eq!(
+            q.bodies.front().map(|b| b[0]),
+            Some(96),
+            "the newest are kept"
+        );
+        assert_eq!(q.bytes, q.bodies.iter().map(Bytes::len).sum::<usize>());
+    }
+
+    #[test]
+    fn a_batch_sent_is_removed_but_not_one_dropped_for_space_meanwhile() {
+        let relay = relay(2500);
+        relay.push(Bytes::from(vec![1; 1000]));
+        let in_flight = relay.front().expect("a batch");
+        relay.push(Bytes::from(vec![2; 1000]));
+        relay.push(Bytes::from(vec![3; 1000])); // drops the one in flight
+        relay.pop_if_front(&in_flight);
+        let q = relay.queue.lock().expect("lock");
+        assert_eq!(q.bodies.len(), 2, "the batch after it must stay queued");
+        assert_eq!(q.bytes, 2000);
+    }
+
+    #[test]
+    fn a_dropped_batch_counts_its_lines() {
+        let entry = |line: &str| loki_api::logproto::EntryAdapter {
+            timestamp: None,
+            line: line.to_owned(),
+        };
+        let request = loki_api::logproto::PushRequest {
+            streams: vec![
+                loki_api::logproto::StreamAdapter {
+                    labels: r#"{level="info",service="saga-tracker"}"#.into(),
+                    entries: vec![entry("a"), entry("b")],
+                    hash: 0,
+                },
+                loki_api::logproto::StreamAdapter {
+                    labels: r#"{level="warn",service="saga-tracker"}"#.into(),
+                    entries: vec![entry("c")],
+                    hash: 0,
+                },
+            ],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .expect("snappy");
+        assert_eq!(lines_in(&body), 3);
+        assert_eq!(
+            lines_in(b"not snappy"),
+            1,
+            "an unreadable batch counts as one"
+        );
     }
 }

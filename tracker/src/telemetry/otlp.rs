@@ -109,10 +109,23 @@ pub fn resolve(
         )?,
         None => parse_sampler("telemetry.otlp.sampler", &o.sampler, &o.sampler_arg)?,
     };
+    let timeout_ms = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .map(|t| ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", t))
+        .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|t| ("OTEL_EXPORTER_OTLP_TIMEOUT", t)))
+    {
+        None => o.timeout_ms,
+        Some((key, t)) => match t.parse::<u64>() {
+            Ok(ms) if (1..=600_000).contains(&ms) => ms,
+            _ => bail!(
+                "invalid configuration: `{key}` is {t:?}; expected milliseconds between 1 and \
+                 600000"
+            ),
+        },
+    };
     Ok(Some(OtlpConfig {
         endpoint,
         protocol,
-        timeout: Duration::from_millis(o.timeout_ms),
+        timeout: Duration::from_millis(timeout_ms),
         sampler,
         service_name: service_name(settings, env),
         max_queue_size: o.max_queue_size,
@@ -383,6 +396,11 @@ mod tests {
         .expect("on");
         assert_eq!(c.endpoint, "http://from-env:4318/v1/traces");
         assert!(matches!(c.sampler, Sampler::AlwaysOff));
+        let c = resolve(&s, &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]))
+            .expect("resolves")
+            .expect("on");
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert!(resolve(&s, &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")])).is_err());
         let err = resolve(&s, &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
             .expect_err("http/json is not spoken");
         assert!(
@@ -430,5 +448,78 @@ mod tests {
         assert!(parse_sampler("k", "traceidratio", "2").is_err());
         let err = parse_sampler("OTEL_TRACES_SAMPLER", "jaeger_remote", "").expect_err("unknown");
         assert!(format!("{err}").contains("OTEL_TRACES_SAMPLER"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::error::OTelSdkError;
+
+    use super::*;
+
+    /// A processor whose exporter never gets to run: it holds every span it is given.
+    #[derive(Debug)]
+    struct Holding(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanProcessor for Holding {
+        fn on_start(&self, _: &mut Span, _: &opentelemetry::Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().expect("lock").push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Unreachable;
+
+    impl SpanExporter for Unreachable {
+        async fn export(&self, _: Vec<SpanData>) -> OTelSdkResult {
+            Err(OTelSdkError::InternalFailure("connection refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn no_more_than_max_queue_size_spans_wait_whatever_the_collector_does() {
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Gate {
+                inner: Holding(held.clone()),
+                waiting: waiting.clone(),
+                max: 16,
+            })
+            .build();
+        let tracer = provider.tracer("test");
+        for _ in 0..1000 {
+            tracer.start("ingest.batch").end();
+        }
+        assert_eq!(
+            held.lock().expect("lock").len(),
+            16,
+            "the rest were dropped"
+        );
+        assert_eq!(waiting.load(Ordering::Acquire), 16);
+
+        // The processor hands a batch to the exporter, which fails: the spans are gone (and
+        // counted), so the queue admits new ones again instead of staying full.
+        let exporter = Counted {
+            inner: Unreachable,
+            waiting: waiting.clone(),
+        };
+        let batch: Vec<SpanData> = held.lock().expect("lock").drain(..).collect();
+        assert!(exporter.export(batch).await.is_err());
+        assert_eq!(waiting.load(Ordering::Acquire), 0);
+        for _ in 0..5 {
+            tracer.start("ingest.batch").end();
+        }
+        assert_eq!(held.lock().expect("lock").len(), 5);
     }
 }
