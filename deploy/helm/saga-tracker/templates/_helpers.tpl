@@ -155,6 +155,52 @@ keeps the tracker's own default.
 {{- end }}
 {{- end }}
 
+{{/*
+The tracker's own traces and logs (`telemetry` values): the standard OpenTelemetry variables,
+which the tracker reads over `[telemetry]`, and the Loki URL. The pod's name and namespace
+become resource attributes, so Tempo and Loki tell the replicas apart. Deployment only: the
+migration job exports nothing.
+*/}}
+{{- define "saga-tracker.telemetryEnv" -}}
+{{- $t := .Values.telemetry -}}
+{{- with $t.otlp.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- with $t.otlp.protocol }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.otlp.sampler }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.otlp.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if or $t.otlp.endpoint $t.loki.url }}
+{{- with $t.serviceName }}
+- name: OTEL_SERVICE_NAME
+  value: {{ . | quote }}
+{{- end }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)%s" (ternary (printf ",%s" $t.resourceAttributes) "" (ne $t.resourceAttributes "")) | quote }}
+{{- end }}
+{{- with $t.loki.url }}
+- name: TRACKER_TELEMETRY__LOKI__URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* volumeMounts for the file settings. */}}
 {{- define "saga-tracker.secretMounts" -}}
 {{- range (include "saga-tracker.fileSettings" . | fromJson).files }}
