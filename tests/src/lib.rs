@@ -682,12 +682,14 @@ impl TrackerOptions {
     }
 }
 
-/// Environment for a tracker child: ours, with any inherited `TRACKER_*` removed so a
-/// developer's shell cannot leak configuration into a test.
+/// Environment for a tracker child: ours, with any inherited `TRACKER_*` and `OTEL_*`
+/// removed so a developer's shell cannot leak configuration (or turn on span export) in a
+/// test.
 fn tracker_command(bin: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(bin);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TRACKER_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("TRACKER_") || key_text.starts_with("OTEL_") {
             cmd.env_remove(key);
         }
     }
