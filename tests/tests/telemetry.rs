@@ -140,16 +140,25 @@ fn is_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Runs a tracker exporting to rotel over `protocol`, drives ingest and the API, and checks
-/// what the collector received.
-async fn spans_reach_the_collector(protocol: &str) -> anyhow::Result<()> {
+/// Runs a tracker exporting to rotel over `protocol` (named `service_name` through
+/// `OTEL_SERVICE_NAME` when given), drives ingest and the API, and checks what the collector
+/// received.
+async fn spans_reach_the_collector(
+    protocol: &str,
+    service_name: Option<&str>,
+) -> anyhow::Result<()> {
     let rotel = Rotel::start().await?;
     let endpoint = match protocol {
         "grpc" => rotel.grpc_endpoint(),
         _ => rotel.http_endpoint(),
     };
     let environment = format!("e2e-{}", unique_suffix());
-    let stack = Stack::start(quick_export(&endpoint, protocol, &environment)).await?;
+    let mut vars = quick_export(&endpoint, protocol, &environment);
+    if let Some(name) = service_name {
+        vars.extend(env(&[("OTEL_SERVICE_NAME", name)]));
+    }
+    let expected_service = service_name.unwrap_or("saga-tracker");
+    let stack = Stack::start(vars).await?;
     let sdk = stack.sdk("order-service")?;
     let saga_id = format!("order-{}", unique_suffix());
     stack.record_saga(&sdk, &saga_id).await?;
@@ -174,7 +183,7 @@ async fn spans_reach_the_collector(protocol: &str) -> anyhow::Result<()> {
         .await?;
     for span in &spans {
         ensure!(
-            span.service_name() == Some("saga-tracker"),
+            span.service_name() == Some(expected_service),
             "span {} has service.name {:?}",
             span.name,
             span.resource.get("service.name")
@@ -241,12 +250,13 @@ async fn spans_reach_the_collector(protocol: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trackers_spans_reach_a_real_collector_over_grpc() -> anyhow::Result<()> {
-    spans_reach_the_collector("grpc").await
+    spans_reach_the_collector("grpc", None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_trackers_spans_reach_a_real_collector_over_http_protobuf() -> anyhow::Result<()> {
-    spans_reach_the_collector("http/protobuf").await
+async fn the_trackers_spans_reach_a_real_collector_over_http_protobuf_named_by_otel_service_name(
+) -> anyhow::Result<()> {
+    spans_reach_the_collector("http/protobuf", Some("saga-tracker-eu")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
