@@ -594,8 +594,9 @@ pub struct OtlpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LokiSettings {
-    /// Loki's base URL (`/loki/api/v1/push` is appended); empty: off.
-    pub url: String,
+    /// Loki's base URL (`/loki/api/v1/push` is appended); empty: off. A secret, since it
+    /// may carry basic-auth credentials: never printed.
+    pub url: SecretString,
     /// Encoded log batches held while Loki is slow or down, at most, in bytes; beyond it the
     /// oldest are dropped (and counted).
     pub max_buffer_bytes: usize,
@@ -628,7 +629,8 @@ impl TelemetrySettings {
         }
         crate::telemetry::parse_sampler("telemetry.otlp.sampler", &o.sampler, &o.sampler_arg)?;
         let l = &self.loki;
-        if !(l.url.is_empty() || l.url.starts_with("http://") || l.url.starts_with("https://")) {
+        let url = l.url.expose_secret();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             bail!("invalid configuration: `telemetry.loki.url` must be an http:// or https:// URL (or empty)");
         }
         if !(64 * 1024..=1 << 30).contains(&l.max_buffer_bytes) {

@@ -26,6 +26,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use loki_api::prost::Message as _;
+use secrecy::ExposeSecret as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::span::{Attributes, Id, Record};
@@ -41,8 +42,8 @@ use tracing_subscriber::Layer;
 use super::Signal;
 use crate::config::TelemetrySettings;
 
-/// Where and how to push.
-#[derive(Debug, Clone)]
+/// Where and how to push. Its `Debug` leaves out the URL, which may hold credentials.
+#[derive(Clone)]
 pub struct LokiConfig {
     /// Loki's base URL; `loki/api/v1/push` is appended.
     pub url: reqwest::Url,
@@ -52,16 +53,28 @@ pub struct LokiConfig {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for LokiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LokiConfig")
+            .field("url", &"<redacted>")
+            .field("service_name", &self.service_name)
+            .field("max_buffer_bytes", &self.max_buffer_bytes)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// `None` when `telemetry.loki.url` is empty.
 pub fn resolve(
     settings: &TelemetrySettings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<LokiConfig>> {
     let l = &settings.loki;
-    if l.url.trim().is_empty() {
+    let raw = l.url.expose_secret().trim();
+    if raw.is_empty() {
         return Ok(None);
     }
-    let mut url = reqwest::Url::parse(l.url.trim())
+    let mut url = reqwest::Url::parse(raw)
         .context("invalid configuration: `telemetry.loki.url` is not a URL")?;
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -285,6 +298,8 @@ async fn forward(
                 backoff = Duration::ZERO;
             }
             Err(e) => {
+                // Without the URL: it may carry basic-auth credentials.
+                let e = e.without_url();
                 super::export_failed(Signal::Logs, lines_in(&body), &e.to_string());
                 backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
                 tokio::select! {
