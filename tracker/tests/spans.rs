@@ -314,6 +314,18 @@ async fn an_http_request_span_continues_the_incoming_traceparent() {
     );
     assert_eq!(attr_str(span, "method").as_deref(), Some("GET"));
     assert_eq!(attr_i64(span, "http.response.status_code"), Some(404));
+    assert_eq!(
+        attr_str(span, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attr_str(span, "http.route").as_deref(),
+        Some("/api/v1/sagas/{sagaId}")
+    );
+    assert_eq!(
+        attr_str(span, "url.path").as_deref(),
+        Some("/api/v1/sagas/nope")
+    );
     assert!(
         attr_str(span, "caller").is_some(),
         "the auth code names the caller"

@@ -12,7 +12,7 @@
 //! - [`listener`] — the connection cap and idle timeout under both listeners.
 //!
 //! A request passes, outermost first: the tracing span (continuing the caller's W3C
-//! `traceparent`, see [`request_span`]), the access log and latency
+//! `traceparent`, see `request_span`), the access log and latency
 //! histogram ([`observe_request`]), security headers, CORS, the size limits, the timeout,
 //! authentication and authorisation, then the handler. So every refusal is logged, counted
 //! and carries the headers, and the cheap refusals come before authentication does any work.
@@ -226,11 +226,14 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-/// The request's span, `http_request`: a server span named `{method} {route}` with the
-/// HTTP semantic-convention attributes, continuing the trace of an incoming W3C
-/// `traceparent` header (a root otherwise). `caller` and `auth` are filled in by
-/// [`auth::authorize`], `http.response.status_code` by [`observe_request`].
+/// The request's span, `http_request`: a server span named `{method} {route}`, continuing
+/// the trace of an incoming W3C `traceparent` header (a root otherwise). `caller` and `auth`
+/// are filled in by [`auth::authorize`]. The HTTP semantic-convention attributes go to the
+/// exporter only (as fields they would repeat `method` and `route` in every log line), and
+/// without an OpenTelemetry layer (export off) none of that is done at all.
 fn request_span(req: &Request) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
     let route = route_of(req);
     let span = tracing::info_span!(
         "http_request",
@@ -238,33 +241,29 @@ fn request_span(req: &Request) -> tracing::Span {
         otel.name = %format_args!("{} {route}", req.method()),
         method = %req.method(),
         route,
-        http.request.method = method_label(req.method()),
-        http.route = route,
-        url.path = req.uri().path(),
-        http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         // Filled in by `auth::authorize`: the caller's name, never its token.
         caller = tracing::field::Empty,
         auth = tracing::field::Empty,
     );
-    continue_trace(&span, req.headers());
+    // `Ok` only when an OpenTelemetry layer records the span.
+    if span.set_parent(incoming_trace(req.headers())).is_ok() {
+        span.set_attribute("http.request.method", method_label(req.method()));
+        span.set_attribute("http.route", route.to_owned());
+        span.set_attribute("url.path", req.uri().path().to_owned());
+    }
     span
 }
 
-/// Makes `span` a child of the span named by the request's `traceparent` header (and its
-/// `tracestate`), read with OpenTelemetry's W3C propagator. Does nothing without the header,
-/// or when no OpenTelemetry layer records the span (export off).
-fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+/// The caller's span named by the request's `traceparent` header (and its `tracestate`),
+/// read with OpenTelemetry's W3C propagator; the empty context (a new trace) without one.
+fn incoming_trace(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
     use opentelemetry::propagation::TextMapPropagator as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     if !headers.contains_key("traceparent") {
-        return;
+        return opentelemetry::Context::new();
     }
-    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
-        .extract(&HeaderExtractor(headers));
-    // `Err` only when no OpenTelemetry layer records the span: nothing to continue then.
-    let _ = span.set_parent(parent);
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
 /// Request headers as the propagator's [`opentelemetry::propagation::Extractor`].
@@ -298,7 +297,11 @@ async fn observe_request(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let span = tracing::Span::current();
-    span.record("http.response.status_code", i64::from(status));
+    tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(
+        &span,
+        "http.response.status_code",
+        i64::from(status),
+    );
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }

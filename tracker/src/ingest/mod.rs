@@ -420,15 +420,7 @@ impl Ingestor {
         drop(decode);
 
         if !invalid.is_empty() {
-            let dlq = tracing::info_span!(
-                "ingest.dead_letter",
-                otel.kind = "producer",
-                messaging.system = "kafka",
-                messaging.destination.name = %self.settings.kafka.dlq_topic,
-                messaging.operation.type = "send",
-                messaging.batch.message_count = invalid.len() as i64,
-                reason = "invalid",
-            );
+            let dlq = self.dead_letter_span("invalid", invalid.len());
             async {
                 for (msg, why) in &invalid {
                     tracing::warn!(
@@ -518,15 +510,7 @@ impl Ingestor {
                         offset = msg.offset(),
                         "event refused by the database sent to the DLQ"
                     );
-                    let dlq = tracing::info_span!(
-                        "ingest.dead_letter",
-                        otel.kind = "producer",
-                        messaging.system = "kafka",
-                        messaging.destination.name = %self.settings.kafka.dlq_topic,
-                        messaging.operation.type = "send",
-                        messaging.batch.message_count = 1_i64,
-                        reason = REASON_DB_REJECTED,
-                    );
+                    let dlq = self.dead_letter_span(REASON_DB_REJECTED, 1);
                     self.retry(shutdown, "DLQ send", || {
                         self.dead_letters
                             .send_with(msg, REASON_DB_REJECTED, None, &detail)
@@ -558,13 +542,18 @@ impl Ingestor {
             let span = tracing::info_span!(
                 "ingest.db_transaction",
                 otel.kind = "client",
-                db.system.name = "postgresql",
-                db.operation.name = "write_batch",
                 events = events.len() as i64,
                 attempt = i64::from(attempt),
                 duplicates = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
+            );
+            trace::exported_attributes(
+                &span,
+                [
+                    ("db.system.name", "postgresql".into()),
+                    ("db.operation.name", "write_batch".into()),
+                ],
             );
             let outcome = write_batch_traced(&self.pool, events, trace_id)
                 .instrument(span.clone())
@@ -606,6 +595,29 @@ impl Ingestor {
                 }
             }
         }
+    }
+
+    /// The `ingest.dead_letter` span around sending `count` dead letters for `reason`.
+    fn dead_letter_span(&self, reason: &'static str, count: usize) -> tracing::Span {
+        let span = tracing::info_span!(
+            "ingest.dead_letter",
+            otel.kind = "producer",
+            messaging.batch.message_count = count as i64,
+            reason,
+        );
+        trace::exported_attributes(
+            &span,
+            [
+                ("messaging.system", "kafka".into()),
+                ("messaging.operation.type", "send".into()),
+                ("messaging.operation.name", "send".into()),
+                (
+                    "messaging.destination.name",
+                    self.settings.kafka.dlq_topic.clone().into(),
+                ),
+            ],
+        );
+        span
     }
 
     /// Retries `op` with capped exponential backoff until it succeeds or shutdown is requested.

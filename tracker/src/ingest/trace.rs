@@ -11,6 +11,7 @@
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::Value;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
@@ -26,18 +27,14 @@ const TRACEPARENT: &str = "traceparent";
 
 /// The `ingest.batch` span for `batch`, a root span with its links attached; see the module
 /// documentation. Counts are recorded as `i64`: `tracing-opentelemetry` exports unsigned
-/// integers as strings, and the conventions (and TraceQL comparisons) want integers. The attributes only known at the end (`duplicates`, `dead_letters`,
+/// integers as strings, and the conventions (and TraceQL comparisons) want integers.
+/// The attributes only known at the end (`duplicates`, `dead_letters`,
 /// `oldest_event_lag_ms`, `outcome`) are declared empty and recorded by the caller.
 pub fn batch_span(batch: &[OwnedMessage], topic: &str, group: &str) -> Span {
     let span = tracing::info_span!(
         parent: None,
         "ingest.batch",
         otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.destination.name = topic,
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.consumer.group.name = group,
         messaging.batch.message_count = batch.len() as i64,
         partitions = partition_count(batch) as i64,
         links = tracing::field::Empty,
@@ -52,6 +49,16 @@ pub fn batch_span(batch: &[OwnedMessage], topic: &str, group: &str) -> Span {
     // also how we learn that an OpenTelemetry layer records the span at all (`Err` without
     // one, or when the span is filtered out), and only then are the headers worth reading.
     if span.set_parent(opentelemetry::Context::new()).is_ok() {
+        exported_attributes(
+            &span,
+            [
+                ("messaging.system", "kafka".into()),
+                ("messaging.operation.type", "process".into()),
+                ("messaging.operation.name", "process".into()),
+                ("messaging.destination.name", topic.to_owned().into()),
+                ("messaging.consumer.group.name", group.to_owned().into()),
+            ],
+        );
         let (links, dropped) = choose_links(batch.iter().filter_map(producer_span));
         span.record("links", links.len() as i64);
         span.record("links_dropped", dropped as i64);
@@ -60,6 +67,15 @@ pub fn batch_span(batch: &[OwnedMessage], topic: &str, group: &str) -> Span {
         }
     }
     span
+}
+
+/// Sets attributes for the exporter only: the constant semantic-convention values (system,
+/// operation, destination, …), which as `tracing` fields would repeat in every log line
+/// written inside the span. Does nothing without an OpenTelemetry layer.
+pub fn exported_attributes<const N: usize>(span: &Span, attributes: [(&'static str, Value); N]) {
+    for (key, value) in attributes {
+        span.set_attribute(key, value);
+    }
 }
 
 /// The trace id (32 lowercase hex digits) of `span` when it is recorded *and* sampled, i.e.
