@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -335,6 +336,9 @@ impl ReceivedLine {
 pub struct LokiStandIn {
     addr: SocketAddr,
     lines: Arc<Mutex<Vec<ReceivedLine>>>,
+    /// Set by [`LokiStandIn::stop`]: connections still open (keep-alive outlives the
+    /// listener) get 503 from then on, as from a Loki that is going down.
+    stopped: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -345,20 +349,31 @@ impl LokiStandIn {
             .context("binding the Loki stand-in")?;
         let addr = listener.local_addr()?;
         let lines: Arc<Mutex<Vec<ReceivedLine>>> = Arc::default();
-        let store = lines.clone();
+        let stopped: Arc<AtomicBool> = Arc::default();
+        let (store, down) = (lines.clone(), stopped.clone());
         let router = axum::Router::new().route(
             "/loki/api/v1/push",
             axum::routing::post(
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let store = store.clone();
-                    async move { receive(&store, &headers, &body) }
+                    let (store, down) = (store.clone(), down.clone());
+                    async move {
+                        if down.load(Ordering::Acquire) {
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                        }
+                        receive(&store, &headers, &body)
+                    }
                 },
             ),
         );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(Self { addr, lines, task })
+        Ok(Self {
+            addr,
+            lines,
+            stopped,
+            task,
+        })
     }
 
     /// The base URL to configure (`telemetry.loki.url`).
@@ -371,8 +386,9 @@ impl LokiStandIn {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Stops listening: pushes from now on are refused.
+    /// Stops listening: new connections are refused, pushes on open ones get 503.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.task.abort();
     }
 }
