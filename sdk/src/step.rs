@@ -148,7 +148,9 @@ impl Step {
     /// Sets W3C trace and span ids (32 and 16 hex digits), e.g. from a tracer the SDK does not
     /// know. They win over the OpenTelemetry context; malformed ids fail validation
     /// (`invalid_value`), all-zero ids are dropped. The `traceparent` header sent with them
-    /// is marked sampled.
+    /// is marked sampled. With the `opentelemetry` feature and a tracer provider installed,
+    /// [`crate::SagaTracker::record`] makes its producer span a child of these ids, and the
+    /// event's `spanId` and header name that span (the trace id stays yours).
     pub fn with_trace_ids(
         mut self,
         trace_id: impl Into<String>,

@@ -278,6 +278,84 @@ async fn a_batch_span_has_its_children_and_links_to_the_producers_spans() {
 }
 
 #[tokio::test]
+async fn beyond_128_producers_a_batch_links_the_128_its_fixed_rule_chooses() {
+    use saga_tracker::ingest::trace::{choose_links, MAX_LINKS};
+
+    exporter();
+    let kafka = MockKafka::start(&[(TOPIC, 2), (DLQ, 1)]);
+    let group = unique("spans-cap");
+    let n = MAX_LINKS + 12;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let trace = format!("{:032x}", 0x5a61_u128 << 64 | (i as u128 * 7919 + 1));
+        let span = format!("{:016x}", i as u64 + 1);
+        let saga = format!("cap-{i}");
+        let ev = event(&saga, "ORDER_PLACED", "STARTED", &trace, &span);
+        send(
+            &kafka,
+            &saga,
+            ev.to_string().as_bytes(),
+            Some(&traceparent(&trace, &span)),
+        )
+        .await;
+        sent.push((trace, span));
+    }
+    let tracker = InProcessTracker::spawn(TrackerSetup {
+        group: group.clone(),
+        batch_size: 500,
+        linger_ms: 1000,
+        ..TrackerSetup::new(&kafka.bootstrap, "saga_spans")
+    })
+    .await;
+
+    let in_group =
+        |s: &SpanData| attr_str(s, "messaging.consumer.group.name").as_deref() == Some(&group);
+    let spans = wait_spans("the batch span", |spans| {
+        spans
+            .iter()
+            .filter(|s| s.name == "ingest.batch" && in_group(s))
+            .filter_map(|s| attr_i64(s, "messaging.batch.message_count"))
+            .sum::<i64>()
+            == n as i64
+    })
+    .await;
+    let batches: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "ingest.batch" && in_group(s))
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch of {n}");
+    let batch = batches[0];
+    assert_eq!(batch.links.links.len(), MAX_LINKS);
+    assert_eq!(attr_i64(batch, "links"), Some(MAX_LINKS as i64));
+    assert_eq!(attr_i64(batch, "links_dropped"), Some(12));
+
+    // Exactly the ones the rule picks, whatever order the partitions were read in.
+    let candidates = sent.iter().map(|(t, s)| {
+        opentelemetry::trace::SpanContext::new(
+            TraceId::from_hex(t).expect("hex"),
+            SpanId::from_hex(s).expect("hex"),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            true,
+            Default::default(),
+        )
+    });
+    let (want, dropped) = choose_links(candidates);
+    assert_eq!(dropped, 12);
+    let ids = |scs: &mut dyn Iterator<Item = &opentelemetry::trace::SpanContext>| {
+        let mut v: Vec<(String, String)> = scs
+            .map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(&mut batch.links.links.iter().map(|l| &l.span_context)),
+        ids(&mut want.iter())
+    );
+    tracker.stop().await;
+}
+
+#[tokio::test]
 async fn an_http_request_span_continues_the_incoming_traceparent() {
     exporter();
     let kafka = MockKafka::start(&[(TOPIC, 1), (DLQ, 1)]);
