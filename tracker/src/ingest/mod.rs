@@ -539,15 +539,20 @@ impl Ingestor {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
-            let span = tracing::info_span!(
-                "ingest.db_transaction",
-                otel.kind = "client",
-                events = events.len() as i64,
-                attempt = i64::from(attempt),
-                duplicates = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-            );
+            // A batch without valid events opens no transaction, so it gets no span.
+            let span = if events.is_empty() {
+                tracing::Span::none()
+            } else {
+                tracing::info_span!(
+                    "ingest.db_transaction",
+                    otel.kind = "client",
+                    events = events.len() as i64,
+                    attempt = i64::from(attempt),
+                    duplicates = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            };
             trace::exported_attributes(
                 &span,
                 [
