@@ -11,6 +11,8 @@
 //!   Loki does: snappy-compressed protobuf `PushRequest`s, decoded with the three message
 //!   types defined here by hand. [`LokiStandIn::streams`] returns each stream's labels and
 //!   lines; [`LokiStandIn::stop`] closes it (connections refused from then on).
+//! - [`BlackHole`] — a listener that accepts connections and never answers, the collector
+//!   or Loki behind a network that drops replies: exports hang until their timeout.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -481,5 +483,44 @@ mod tests {
         let l = parse_labels(r#"{a="x\"y", b = "z"}"#);
         assert_eq!(l.get("a").map(String::as_str), Some("x\"y"));
         assert_eq!(l.get("b").map(String::as_str), Some("z"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A black hole
+// ---------------------------------------------------------------------------------------
+
+/// Accepts TCP connections on `127.0.0.1:<random port>`, never reads or writes, and keeps
+/// them open until dropped.
+#[derive(Debug)]
+pub struct BlackHole {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the black hole")?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

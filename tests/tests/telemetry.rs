@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
 use saga_tracker_sdk::{SagaTracker, Step, TrackerConfig};
-use saga_tracker_tests::otel::{LokiStandIn, ReceivedSpan, Rotel};
+use saga_tracker_tests::otel::{BlackHole, LokiStandIn, ReceivedSpan, Rotel};
 use saga_tracker_tests::{
     migrate, poll_until, python_produce, tracker_bin, unique_suffix, Tansu, TestDb, TrackerOptions,
     TrackerProcess,
@@ -524,5 +524,60 @@ async fn ingest_goes_on_with_bounded_memory_when_the_collector_and_loki_die_mid_
         (2..=2 * minutes).contains(&warnings),
         "expected one warning per signal and minute of outage ({minutes} min), got {warnings}"
     );
+    stack.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_and_loki_that_never_answer_cost_counters_not_ingest() -> anyhow::Result<()> {
+    let hole = BlackHole::start().await?;
+    let mut vars = quick_export(&hole.url(), "grpc", "black-hole-test");
+    vars.extend(env(&[
+        ("TRACKER_TELEMETRY__LOKI__URL", &format!("{}/", hole.url())),
+        ("TRACKER_TELEMETRY__OTLP__MAX_QUEUE_SIZE", "64"),
+        ("TRACKER_TELEMETRY__OTLP__MAX_EXPORT_BATCH_SIZE", "32"),
+        ("TRACKER_TELEMETRY__OTLP__TIMEOUT_MS", "500"),
+        ("TRACKER_TELEMETRY__LOKI__MAX_BUFFER_BYTES", "65536"),
+        ("TRACKER_TELEMETRY__LOKI__TIMEOUT_MS", "500"),
+        ("TRACKER_INGEST__BATCH_SIZE", "20"),
+    ]));
+    let stack = Stack::start(vars).await?;
+    let sdk = stack.sdk("order-service")?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let search_url = stack.tracker.url("api/v1/sagas?limit=1")?;
+    const SAGAS: usize = 200;
+    let ids = record_sagas(&stack, &sdk, &format!("hole-{}", unique_suffix()), SAGAS).await?;
+    for _ in 0..1000 {
+        http.get(search_url.clone())
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    poll_until(EVENTUALLY, "every event to be stored", || async {
+        let n = stored_events(&stack.tracker).await?;
+        ensure!(n >= (SAGAS * 3) as f64, "{n} events stored");
+        Ok(())
+    })
+    .await?;
+    stack.saga_visible(&ids[SAGAS - 1]).await?;
+    let counted = poll_until(EVENTUALLY, "the hanging exports to be counted", || async {
+        let text = stack.tracker.metrics_text().await?;
+        let get = |name: &str, signal: &str| {
+            saga_tracker_tests::metric_value(&text, name, &[("signal", signal)]).unwrap_or(0.0)
+        };
+        let counted = (
+            get("saga_tracker_telemetry_export_failures_total", "traces"),
+            get("saga_tracker_telemetry_export_failures_total", "logs"),
+            get("saga_tracker_telemetry_dropped_total", "traces"),
+            get("saga_tracker_telemetry_dropped_total", "logs"),
+        );
+        ensure!(
+            counted.0 > 0.0 && counted.1 > 0.0 && counted.2 > 0.0 && counted.3 > 0.0,
+            "export failures (traces, logs) and drops (traces, logs) so far: {counted:?}"
+        );
+        Ok(counted)
+    })
+    .await?;
+    eprintln!("black hole: failures and drops (traces, logs): {counted:?}");
+    // Shutdown is bounded too: the last flush gives up instead of waiting on the hole.
     stack.finish().await
 }
