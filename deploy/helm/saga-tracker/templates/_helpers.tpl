@@ -178,8 +178,15 @@ migration job exports nothing.
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ . | quote }}
 {{- end }}
+{{- with $t.otlp.headersSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .key }}
 {{- end }}
-{{- if or $t.otlp.endpoint $t.loki.url }}
+{{- end }}
+{{- if or $t.otlp.endpoint $t.loki.url $t.loki.urlSecret }}
 {{- with $t.serviceName }}
 - name: OTEL_SERVICE_NAME
   value: {{ . | quote }}
@@ -195,9 +202,15 @@ migration job exports nothing.
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)%s" (ternary (printf ",%s" $t.resourceAttributes) "" (ne $t.resourceAttributes "")) | quote }}
 {{- end }}
-{{- with $t.loki.url }}
+{{- if $t.loki.urlSecret }}
 - name: TRACKER_TELEMETRY__LOKI__URL
-  value: {{ . | quote }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $t.loki.urlSecret.secret }}
+      key: {{ $t.loki.urlSecret.key }}
+{{- else if $t.loki.url }}
+- name: TRACKER_TELEMETRY__LOKI__URL
+  value: {{ $t.loki.url | quote }}
 {{- end }}
 {{- end }}
 
