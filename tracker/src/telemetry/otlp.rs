@@ -101,6 +101,15 @@ pub fn resolve(
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
         bail!("invalid configuration: the OTLP endpoint {endpoint:?} must be an http:// or https:// URL");
     }
+    // The gRPC client is built without TLS (an in-cluster collector is the common case);
+    // HTTP/protobuf speaks TLS with rustls and the platform's trust store.
+    if protocol == OtlpProtocol::Grpc && endpoint.starts_with("https://") {
+        bail!(
+            "invalid configuration: the OTLP endpoint {endpoint:?} needs TLS, which this \
+             tracker speaks over HTTP only: set the protocol to \"http/protobuf\" \
+             (OTEL_EXPORTER_OTLP_PROTOCOL or telemetry.otlp.protocol)"
+        );
+    }
     let sampler = match get("OTEL_TRACES_SAMPLER") {
         Some(name) => parse_sampler(
             "OTEL_TRACES_SAMPLER",
@@ -401,6 +410,12 @@ mod tests {
             .expect("on");
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert!(resolve(&s, &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")])).is_err());
+        let err = resolve(
+            &s,
+            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317")]),
+        )
+        .expect_err("gRPC over TLS is not built in");
+        assert!(format!("{err}").contains("http/protobuf"), "{err}");
         let err = resolve(&s, &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
             .expect_err("http/json is not spoken");
         assert!(
