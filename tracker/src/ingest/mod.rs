@@ -448,7 +448,7 @@ impl Ingestor {
             .map(|e| e.event.occurred_at)
             .min()
             .map(|oldest| (Utc::now() - oldest).num_milliseconds().max(0));
-        tracing::info_span!("ingest.store_offsets", partitions = tracing::field::Empty,)
+        tracing::info_span!("ingest.store_offsets", partitions = tracing::field::Empty)
             .in_scope(|| self.store_offsets(batch));
         Ok(BatchCounts {
             duplicates: written.duplicates,
