@@ -34,6 +34,20 @@ if ! kafka_python_ok; then
 fi
 log "kafka-python $(python3 -c 'import kafka; print(kafka.__version__)') is installed"
 
+# venv_install VENV REQUIREMENT CHECK — installs REQUIREMENT into its own virtualenv VENV
+# (created when missing) and fails unless the function CHECK then succeeds. Tools get their
+# own environments so their pins never fight each other or the system's packages.
+venv_install() {
+    local venv=$1 requirement=$2 check=$3
+    log "installing $requirement into $venv"
+    mkdir -p "$(dirname "$venv")"
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" ||
+        die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$requirement" ||
+        die "pip install $requirement failed"
+    "$check" || die "$venv does not have a working $requirement after installing it"
+}
+
 schemathesis_ok() {
     [[ -x "$SCHEMATHESIS_VENV/bin/python" ]] &&
         "$SCHEMATHESIS_VENV/bin/python" - "${SCHEMATHESIS_REQUIREMENT#*==}" <<'PY' 2>/dev/null
@@ -43,15 +57,7 @@ sys.exit(0 if version("schemathesis") == sys.argv[1] else 1)
 PY
 }
 
-if ! schemathesis_ok; then
-    log "installing $SCHEMATHESIS_REQUIREMENT into $SCHEMATHESIS_VENV"
-    mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
-    [[ -x "$SCHEMATHESIS_VENV/bin/python" ]] || python3 -m venv "$SCHEMATHESIS_VENV" ||
-        die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
-    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SCHEMATHESIS_REQUIREMENT" ||
-        die "pip install $SCHEMATHESIS_REQUIREMENT failed"
-    schemathesis_ok || die "$SCHEMATHESIS_VENV does not have $SCHEMATHESIS_REQUIREMENT after installing it"
-fi
+schemathesis_ok || venv_install "$SCHEMATHESIS_VENV" "$SCHEMATHESIS_REQUIREMENT" schemathesis_ok
 log "schemathesis ${SCHEMATHESIS_REQUIREMENT#*==} is installed ($SCHEMATHESIS_VENV)"
 
 rotel_ok() {
@@ -65,13 +71,5 @@ sys.exit(0 if version("rotel") == sys.argv[1] and os.access(agent, os.X_OK) else
 PY
 }
 
-if ! rotel_ok; then
-    log "installing $ROTEL_REQUIREMENT into $ROTEL_VENV"
-    mkdir -p "$(dirname "$ROTEL_VENV")"
-    [[ -x "$ROTEL_VENV/bin/python" ]] || python3 -m venv "$ROTEL_VENV" ||
-        die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
-    "$ROTEL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROTEL_REQUIREMENT" ||
-        die "pip install $ROTEL_REQUIREMENT failed"
-    rotel_ok || die "$ROTEL_VENV does not have a runnable $ROTEL_REQUIREMENT after installing it"
-fi
+rotel_ok || venv_install "$ROTEL_VENV" "$ROTEL_REQUIREMENT" rotel_ok
 log "rotel ${ROTEL_REQUIREMENT#*==} is installed ($ROTEL_VENV)"

@@ -248,6 +248,28 @@ async fn spans_reach_the_collector(
     stack.finish().await
 }
 
+/// Export failures and drops of both signals, once every one of the four counters has moved:
+/// (trace failures, log failures, spans dropped, lines dropped).
+async fn failures_and_drops_counted(
+    tracker: &saga_tracker_tests::TrackerProcess,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let text = tracker.metrics_text().await?;
+    let get = |name: &str, signal: &str| {
+        saga_tracker_tests::metric_value(&text, name, &[("signal", signal)]).unwrap_or(0.0)
+    };
+    let counted = (
+        get("saga_tracker_telemetry_export_failures_total", "traces"),
+        get("saga_tracker_telemetry_export_failures_total", "logs"),
+        get("saga_tracker_telemetry_dropped_total", "traces"),
+        get("saga_tracker_telemetry_dropped_total", "logs"),
+    );
+    ensure!(
+        counted.0 > 0.0 && counted.1 > 0.0 && counted.2 > 0.0 && counted.3 > 0.0,
+        "export failures (traces, logs) and drops (traces, logs) so far: {counted:?}"
+    );
+    Ok(counted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trackers_spans_reach_a_real_collector_over_grpc() -> anyhow::Result<()> {
     spans_reach_the_collector("grpc", None).await
@@ -484,21 +506,7 @@ async fn ingest_goes_on_with_bounded_memory_when_the_collector_and_loki_die_mid_
 
     // The outage cost counters, not memory: spans and lines beyond the bounds were dropped.
     let metrics = poll_until(EVENTUALLY, "the outage to be counted", || async {
-        let text = stack.tracker.metrics_text().await?;
-        let get = |name: &str, signal: &str| {
-            saga_tracker_tests::metric_value(&text, name, &[("signal", signal)]).unwrap_or(0.0)
-        };
-        let counted = (
-            get("saga_tracker_telemetry_export_failures_total", "traces"),
-            get("saga_tracker_telemetry_export_failures_total", "logs"),
-            get("saga_tracker_telemetry_dropped_total", "traces"),
-            get("saga_tracker_telemetry_dropped_total", "logs"),
-        );
-        ensure!(
-            counted.0 > 0.0 && counted.1 > 0.0 && counted.2 > 0.0 && counted.3 > 0.0,
-            "export failures (traces, logs) and drops (traces, logs) so far: {counted:?}"
-        );
-        Ok(counted)
+        failures_and_drops_counted(&stack.tracker).await
     })
     .await?;
     let rss_after = rss_kib(stack.tracker.pid())?;
@@ -560,21 +568,7 @@ async fn a_collector_and_loki_that_never_answer_cost_counters_not_ingest() -> an
     .await?;
     stack.saga_visible(&ids[SAGAS - 1]).await?;
     let counted = poll_until(EVENTUALLY, "the hanging exports to be counted", || async {
-        let text = stack.tracker.metrics_text().await?;
-        let get = |name: &str, signal: &str| {
-            saga_tracker_tests::metric_value(&text, name, &[("signal", signal)]).unwrap_or(0.0)
-        };
-        let counted = (
-            get("saga_tracker_telemetry_export_failures_total", "traces"),
-            get("saga_tracker_telemetry_export_failures_total", "logs"),
-            get("saga_tracker_telemetry_dropped_total", "traces"),
-            get("saga_tracker_telemetry_dropped_total", "logs"),
-        );
-        ensure!(
-            counted.0 > 0.0 && counted.1 > 0.0 && counted.2 > 0.0 && counted.3 > 0.0,
-            "export failures (traces, logs) and drops (traces, logs) so far: {counted:?}"
-        );
-        Ok(counted)
+        failures_and_drops_counted(&stack.tracker).await
     })
     .await?;
     eprintln!("black hole: failures and drops (traces, logs): {counted:?}");

@@ -125,6 +125,23 @@ async fn send(kafka: &MockKafka, key: &str, payload: &[u8], traceparent: Option<
         .expect("delivered");
 }
 
+/// Waits until the batch spans of consumer group `group` account for `messages` messages,
+/// and returns every span recorded so far.
+async fn batches_holding(group: &str, messages: i64) -> Vec<SpanData> {
+    wait_spans("the batch span", |spans| {
+        spans
+            .iter()
+            .filter(|s| {
+                s.name == "ingest.batch"
+                    && attr_str(s, "messaging.consumer.group.name").as_deref() == Some(group)
+            })
+            .filter_map(|s| attr_i64(s, "messaging.batch.message_count"))
+            .sum::<i64>()
+            == messages
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_batch_span_has_its_children_and_links_to_the_producers_spans() {
     exporter();
@@ -158,15 +175,7 @@ async fn a_batch_span_has_its_children_and_links_to_the_producers_spans() {
 
     let in_group =
         |s: &SpanData| attr_str(s, "messaging.consumer.group.name").as_deref() == Some(&group);
-    let spans = wait_spans("the batch span", |spans| {
-        spans
-            .iter()
-            .filter(|s| s.name == "ingest.batch" && in_group(s))
-            .filter_map(|s| attr_i64(s, "messaging.batch.message_count"))
-            .sum::<i64>()
-            == 3
-    })
-    .await;
+    let spans = batches_holding(&group, 3).await;
     let batches: Vec<&SpanData> = spans
         .iter()
         .filter(|s| s.name == "ingest.batch" && in_group(s))
@@ -310,15 +319,7 @@ async fn beyond_128_producers_a_batch_links_the_128_its_fixed_rule_chooses() {
 
     let in_group =
         |s: &SpanData| attr_str(s, "messaging.consumer.group.name").as_deref() == Some(&group);
-    let spans = wait_spans("the batch span", |spans| {
-        spans
-            .iter()
-            .filter(|s| s.name == "ingest.batch" && in_group(s))
-            .filter_map(|s| attr_i64(s, "messaging.batch.message_count"))
-            .sum::<i64>()
-            == n as i64
-    })
-    .await;
+    let spans = batches_holding(&group, n as i64).await;
     let batches: Vec<&SpanData> = spans
         .iter()
         .filter(|s| s.name == "ingest.batch" && in_group(s))
