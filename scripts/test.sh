@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh
 #
-#   1. dependencies: PostgreSQL running, tansu built, kafka-python importable;
+#   1. dependencies: PostgreSQL running, tansu built, kafka-python importable, Chromium, nginx
+#      and playwright-core for the browser tests of the UI (tests/tests/ui.rs);
 #   2. cargo fmt --check, clippy with warnings as errors, build of every target;
 #   3. cargo test for the whole workspace — unit, property and end-to-end tests (the latter
 #      start their own tansu broker, databases and tracker processes on free loopback ports);
@@ -26,6 +27,8 @@ TANSU_BIN="$(bash "$REPO_ROOT/scripts/ensure-tansu.sh")"
 export TANSU_BIN
 bash "$REPO_ROOT/scripts/ensure-python.sh"
 bash "$REPO_ROOT/scripts/ensure-tools.sh"
+CHROMIUM_BIN="$(bash "$REPO_ROOT/scripts/ensure-browser.sh")"
+export CHROMIUM_BIN
 # The server the tests create their databases on. It names a database (`postgres`, which
 # always exists) because some tests derive their per-test URLs by replacing the last segment.
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres}"
