@@ -32,6 +32,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub stuck: StuckSettings,
     pub retention: RetentionSettings,
+    pub ui: UiSettings,
     /// The merged sources (defaults, file, environment) as read, before typing: what
     /// `GET /api/v1/admin/config` shows, and only ever through
     /// [`crate::api::admin::redacted`]. Untyped on purpose, so a setting added later is shown
@@ -645,6 +646,55 @@ impl TelemetrySettings {
     }
 }
 
+/// `[ui]`: the Saga Explorer served under `/ui` (see [`crate::ui`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSettings {
+    /// Serve the UI (and redirect `/` to it). Off leaves the API alone on the port.
+    pub enabled: bool,
+    /// Link from a saga page to a trace view (Tempo, Jaeger, Grafana Explore). Placeholders:
+    /// `{traceId}`, `{sagaId}`, `{from}`/`{to}` (epoch milliseconds), `{fromIso}`/`{toIso}`
+    /// (RFC 3339), each percent-encoded. Empty: no trace links.
+    pub trace_url_template: String,
+    /// The link's text, e.g. "Tempo".
+    pub trace_link_label: String,
+    /// Link from a saga page to its logs (Loki / Grafana Explore); same placeholders.
+    pub log_url_template: String,
+    pub log_link_label: String,
+    /// How often an open saga page asks whether the saga changed, in milliseconds. Each ask
+    /// is one primary-key read and usually a `304 Not Modified`.
+    pub live_poll_ms: u64,
+    /// Lifetime of the browser session made by pasting a token on `/ui/login`.
+    pub session_max_age_secs: u64,
+    /// Mark the session cookie `Secure`: `auto` (when the request arrived over HTTPS, as a
+    /// proxy's `X-Forwarded-Proto: https` says), `always` or `never`.
+    pub secure_cookie: String,
+}
+
+impl UiSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, template) in [
+            ("ui.trace_url_template", &self.trace_url_template),
+            ("ui.log_url_template", &self.log_url_template),
+        ] {
+            crate::ui::links::validate_template(template)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: `{key}` {e}"))?;
+        }
+        if !(250..=600_000).contains(&self.live_poll_ms) {
+            bail!("invalid configuration: `ui.live_poll_ms` must be between 250 and 600000");
+        }
+        if !(60..=30 * 86_400).contains(&self.session_max_age_secs) {
+            bail!(
+                "invalid configuration: `ui.session_max_age_secs` must be between 60 and 2592000"
+            );
+        }
+        if !matches!(self.secure_cookie.as_str(), "auto" | "always" | "never") {
+            bail!("invalid configuration: `ui.secure_cookie` must be \"auto\", \"always\" or \"never\"");
+        }
+        Ok(())
+    }
+}
+
 /// When a saga counts as stuck (see [`crate::stuck`]). Evaluated at query time from the
 /// saga row and the clock, so the API is exact; `evaluate_interval_secs` only paces the
 /// gauge refresh.
@@ -758,6 +808,7 @@ impl Settings {
         }
         nonempty("kafka.brokers", &self.kafka.brokers)?;
         self.telemetry.validate()?;
+        self.ui.validate()?;
         nonempty("kafka.topic", &self.kafka.topic)?;
         nonempty("kafka.dlq_topic", &self.kafka.dlq_topic)?;
         nonempty("kafka.group_id", &self.kafka.group_id)?;

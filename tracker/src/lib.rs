@@ -11,6 +11,8 @@
 //! - [`store`] — PostgreSQL: migrations, the batched write transaction, read queries.
 //! - [`stuck`] — the pure rules that say whether a saga is stuck, and why.
 //! - [`api`] — axum routes, query parsing, problem+json errors, OpenAPI.
+//! - [`ui`] — the Saga Explorer: server-rendered pages under `/ui`, built on the same reads
+//!   as the API.
 //! - [`background`] — the periodic jobs beside the consumer: the database-derived gauges
 //!   and retention.
 //! - [`metrics`] — every exported metric in one place; [`telemetry`] — logging.
@@ -31,3 +33,4 @@ pub mod metrics;
 pub mod store;
 pub mod stuck;
 pub mod telemetry;
+pub mod ui;

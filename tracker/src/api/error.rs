@@ -111,7 +111,8 @@ impl ApiError {
         Self::InvalidParams(vec![InvalidParam::new(name, reason)])
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
             Self::SagaNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,

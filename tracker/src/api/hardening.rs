@@ -17,25 +17,21 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::ApiError;
 use crate::config::HttpSettings;
 
-/// The policy for every response except `/docs`: it allows nothing to load from anywhere
-/// else, no inline script, no framing, no plugins. JSON ignores it; it is there for whatever
-/// HTML the tracker serves (the future UI), and costs nothing on the rest.
+/// The policy for every response except the API reference under `/docs`: nothing loads from
+/// anywhere else, no inline script or style, no framing, no plugins. The Saga Explorer
+/// (`/ui`) is built to run under it: its script and stylesheet are files of its own origin and
+/// its charts are SVG attributes, not `style`. JSON ignores the header; it costs nothing there.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-/// The policy of `/docs` alone. Its page (utoipa-scalar) loads the Scalar script from the
-/// jsDelivr CDN, and that script injects inline styles and loads Scalar's fonts; under the
-/// strict policy the page would be blank. This is the least the page needs: scripts only from
-/// the CDN (no inline script: the page's one inline `<script>` is a JSON data block, which a
-/// policy does not govern), styles inline and from the CDN, fonts from Scalar. It goes away
-/// once the page and its assets are served by the tracker itself.
-pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
-    script-src 'self' https://cdn.jsdelivr.net; \
-    style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.scalar.com; \
-    font-src 'self' data: https://cdn.jsdelivr.net https://fonts.scalar.com; \
-    img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
+/// The policy of the API reference (`/docs`, Swagger UI served from the binary). Still
+/// nothing from another host and no inline script (the page's script is a file), but Swagger
+/// UI sets `style` attributes from its scripts and shows its icons as `data:` images, so
+/// inline styles are allowed on these pages alone.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The request limits, from `[http]`.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +97,8 @@ pub async fn timeout(State(timeout): State<Duration>, req: Request, next: Next) 
 
 /// Middleware: the security headers of every response.
 pub async fn security_headers(req: Request, next: Next) -> Response {
-    let docs = req.uri().path() == "/docs";
+    let path = req.uri().path();
+    let docs = path == "/docs" || path.starts_with("/docs/");
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     h.insert(

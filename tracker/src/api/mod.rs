@@ -6,7 +6,8 @@
 //! - [`admin`] — `/api/v1/whoami` and the operator endpoints (`/api/v1/admin/config`).
 //! - [`error`] — the one error type, rendered as `application/problem+json`.
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
-//! - [`openapi`] — the OpenAPI 3.1 document (`/openapi.json`, `/docs`).
+//! - [`openapi`] — the OpenAPI 3.1 document (`/openapi.json`; `/docs` is Swagger UI on it).
+//! - [`export`] — `/api/v1/sagas/export`: every match of a search, streamed.
 //! - [`auth`] — bearer tokens (API keys, OIDC), roles, and which endpoint needs which.
 //! - [`hardening`] — request limits, the request timeout, CORS, security headers.
 //! - [`listener`] — the connection cap and idle timeout under both listeners.
@@ -28,6 +29,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod hardening;
 pub mod health;
 pub mod listener;
@@ -52,7 +54,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use utoipa_scalar::{Scalar, Servable as _};
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -124,6 +125,9 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
         let doc_json = serde_json::to_value(&doc).unwrap_or_default();
         routes = routes
             .route("/api/v1/sagas", get(sagas::search))
+            // A static segment wins over `{sagaId}`: a saga whose id is `export` is read
+            // with `GET /api/v1/sagas?…` or the UI, not at this path.
+            .route("/api/v1/sagas/export", get(export::export))
             .route("/api/v1/sagas/{sagaId}", get(sagas::detail))
             .route("/api/v1/sagas/{sagaId}/events", get(sagas::events))
             .route("/api/v1/stats", get(stats::stats))
@@ -137,7 +141,22 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
                     async move { Json(doc_json) }
                 }),
             )
-            .merge(Scalar::with_url("/docs", doc));
+            // Swagger UI with its assets compiled into the binary (utoipa-swagger-ui's
+            // `vendored` feature): the reference page works air-gapped.
+            .merge(
+                utoipa_swagger_ui::SwaggerUi::new("/docs")
+                    .url("/docs/openapi.json", doc)
+                    .config(
+                        utoipa_swagger_ui::Config::from("/docs/openapi.json")
+                            .try_it_out_enabled(true)
+                            .persist_authorization(false)
+                            .display_request_duration(true)
+                            .validator_url("none"),
+                    ),
+            );
+        if state.settings.ui.enabled {
+            routes = routes.merge(crate::ui::router());
+        }
     }
     if surface != Surface::Api {
         routes = routes

@@ -176,6 +176,9 @@ pub struct SearchParams {
     /// Sagas with at least one event for this step (1–128 characters).
     #[param(pattern = "^[^\\u0000]{1,128}$", min_length = 1, max_length = 128)]
     pub step: Option<String>,
+    /// Sagas whose `failedStep` (the step that failed them) is this one (1–128 characters).
+    #[param(pattern = "^[^\\u0000]{1,128}$", min_length = 1, max_length = 128)]
+    pub failed_step: Option<String>,
     /// Sagas in which this service emitted at least one event (1–128 characters).
     #[param(pattern = "^[^\\u0000]{1,128}$", min_length = 1, max_length = 128)]
     pub service: Option<String>,
@@ -192,10 +195,23 @@ pub struct SearchParams {
     pub min_duration_ms: Option<i64>,
     /// `true`: only sagas stuck now (by the `[stuck]` thresholds); `false`: only the others.
     pub stuck: Option<bool>,
+    /// Only sagas stuck now for this reason (the `stuck.reason` of the results).
+    #[param(value_type = Option<StuckReasonSchema>)]
+    pub stuck_reason: Option<String>,
     /// Listing order, descending: `startedAt` (default) or `updatedAt` (most recently
     /// active first). A cursor only works with the sort it came from.
     #[param(value_type = Option<SortSchema>)]
     pub sort: Option<String>,
+    /// `meta.<key>=<value>` metadata filters: see [`MetadataFilters`]. With this style the
+    /// object's properties are the parameters, so no parameter is named `meta` itself.
+    #[param(inline, style = Form, explode, value_type = Option<MetadataFilters>)]
+    pub meta: Option<BTreeMap<String, String>>,
+}
+
+/// The paging parameters of `GET /api/v1/sagas` (documentation only).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct PageParams {
     /// Page size, 1–500.
     #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<i64>,
@@ -203,10 +219,25 @@ pub struct SearchParams {
     /// a cursor is only valid with the `sort` of the search that returned it.
     #[param(pattern = "^[A-Za-z0-9_-]+=*$", min_length = 1)]
     pub cursor: Option<String>,
-    /// `meta.<key>=<value>` metadata filters: see [`MetadataFilters`]. With this style the
-    /// object's properties are the parameters, so no parameter is named `meta` itself.
-    #[param(inline, style = Form, explode, value_type = Option<MetadataFilters>)]
-    pub meta: Option<BTreeMap<String, String>>,
+}
+
+/// The format of `GET /api/v1/sagas/export` (documentation only).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ExportParams {
+    /// `ndjson` (default): one saga per line, each the JSON of a search result; `csv`: a
+    /// header row, then one saga per row (`services` joined with `;`, `metadata` as JSON).
+    #[param(value_type = Option<ExportFormatSchema>)]
+    pub format: Option<String>,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = ExportFormat)]
+pub enum ExportFormatSchema {
+    Ndjson,
+    Csv,
 }
 
 #[derive(OpenApi)]
@@ -230,6 +261,7 @@ pub struct SearchParams {
     ),
     paths(
         super::sagas::search,
+        super::export::export,
         super::sagas::detail,
         super::sagas::events,
         super::stats::stats,
@@ -251,6 +283,7 @@ pub struct SearchParams {
         StuckView,
         StuckReasonSchema,
         SortSchema,
+        ExportFormatSchema,
         StatsReport,
         StatsFilters,
         StatusCounts,
@@ -304,6 +337,7 @@ mod tests {
         assert_eq!(doc["openapi"], "3.1.0");
         for path in [
             "/api/v1/sagas",
+            "/api/v1/sagas/export",
             "/api/v1/sagas/{sagaId}",
             "/api/v1/sagas/{sagaId}/events",
             "/api/v1/stats",

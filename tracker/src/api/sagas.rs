@@ -21,7 +21,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
-use super::openapi::{SagaStatusSchema, SearchParams, StepStatusSchema, StuckReasonSchema};
+use super::openapi::{
+    PageParams, SagaStatusSchema, SearchParams, StepStatusSchema, StuckReasonSchema,
+};
 use super::params::{set, Params, NUL_REASON};
 use super::AppState;
 use crate::aggregate::{self, EventRecord, StepTimeline};
@@ -288,7 +290,7 @@ pub struct KafkaPosition {
     path = "/api/v1/sagas",
     operation_id = "searchSagas",
     tag = "sagas",
-    params(SearchParams),
+    params(SearchParams, PageParams),
     responses(
         (status = 200, description = "One page of matching sagas", body = SagaPage),
         (status = 400, description = "A parameter is malformed, out of range or unknown",
@@ -368,6 +370,37 @@ pub async fn detail(
         trace_ids: distinct(rows.iter().map(|r| r.row.trace_id.as_deref())),
         tracker_trace_ids: distinct(rows.iter().map(|r| r.tracker_trace_id.as_deref())),
     }))
+}
+
+/// The detail view and the events (in saga order, each with whether it came late) of one
+/// snapshot of a saga, as the API shows them: for pages that show both (the UI).
+pub fn detail_and_events(
+    policy: &StuckPolicy,
+    now: DateTime<Utc>,
+    saga: SagaRow,
+    rows: &[StoredEvent],
+) -> Result<(SagaDetail, Vec<EventView>), ApiError> {
+    let records = rows
+        .iter()
+        .map(|r| r.row.to_record())
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeline = aggregate::timeline(&records);
+    let compensation = compensation_summary(&saga, &timeline);
+    let by_id: HashMap<&str, &StoredEvent> =
+        rows.iter().map(|r| (r.row.event_id.as_str(), r)).collect();
+    let events = aggregate::canonical_order(&records)
+        .into_iter()
+        .filter_map(|rec| by_id.get(rec.event.event_id.as_str()))
+        .map(|row| EventView::from(*row))
+        .collect();
+    let detail = SagaDetail {
+        summary: summary(saga, policy, now),
+        compensation,
+        steps: timeline.into_iter().map(StepView::from).collect(),
+        trace_ids: distinct(rows.iter().map(|r| r.row.trace_id.as_deref())),
+        tracker_trace_ids: distinct(rows.iter().map(|r| r.tracker_trace_id.as_deref())),
+    };
+    Ok((detail, events))
 }
 
 /// The present values, each once, in the order they first appear.
@@ -657,6 +690,7 @@ impl Parser {
             "sagaType" => set(&mut f.saga_type, p.saga_type("sagaType", value)),
             "businessKey" => set(&mut f.business_key, p.ident("businessKey", value)),
             "step" => set(&mut f.step, p.ident("step", value)),
+            "failedStep" => set(&mut f.failed_step, p.ident("failedStep", value)),
             "service" => set(&mut f.service, p.ident("service", value)),
             "traceId" => {
                 if p.once("traceId") {
@@ -676,6 +710,22 @@ impl Parser {
                 p.int_in("minDurationMs", value, 0..=i64::MAX),
             ),
             "stuck" => set(&mut f.stuck, p.flag("stuck", value)),
+            "stuckReason" => {
+                if p.once("stuckReason") {
+                    match crate::stuck::StuckReason::parse(value) {
+                        Some(r) => f.stuck_reason = Some(r),
+                        None => p.error(
+                            "stuckReason",
+                            format!(
+                                "must be one of {}",
+                                crate::stuck::StuckReason::ALL
+                                    .map(|r| r.as_str())
+                                    .join(", ")
+                            ),
+                        ),
+                    }
+                }
+            }
             "sort" => {
                 if p.once("sort") {
                     match SortKey::parse(value) {
@@ -943,5 +993,11 @@ mod tests {
             Some(Some(false))
         );
         assert_eq!(invalid_names("stuck=yes&sort=createdAt"), ["stuck", "sort"]);
+        let r = parse_search("stuckReason=failed_not_compensated").expect("valid");
+        assert_eq!(
+            r.filter.stuck_reason,
+            Some(crate::stuck::StuckReason::FailedNotCompensated)
+        );
+        assert_eq!(invalid_names("stuckReason=slow"), ["stuckReason"]);
     }
 }

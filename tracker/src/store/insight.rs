@@ -546,6 +546,41 @@ pub async fn counts_by_type(pool: &PgPool) -> Result<Vec<(String, String, i64)>,
     Ok(out)
 }
 
+/// Sagas started in one period (an hour or a day) of one type, by their status now.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VolumeRow {
+    pub period: DateTime<Utc>,
+    pub saga_type: String,
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub compensated: i64,
+}
+
+/// Sagas started per period since `from` (whole periods: the one holding `from` included),
+/// per type, from the all-services saga rows of the hourly (`daily = false`) or daily
+/// rollups: one primary-key range read, a row per period and type.
+pub async fn volume(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    daily: bool,
+) -> Result<Vec<VolumeRow>, sqlx::Error> {
+    let (table, column, unit) = if daily {
+        ("stats_daily", "day", "day")
+    } else {
+        ("stats_hourly", "hour", "hour")
+    };
+    sqlx::query_as(&format!(
+        "select {column} as period, saga_type, total::bigint, completed::bigint, \
+         failed::bigint, compensated::bigint from {table} \
+         where service = '' and step = '' and {column} >= date_trunc('{unit}', $1, 'UTC') \
+         and total > 0 order by {column}, saga_type"
+    ))
+    .bind(from)
+    .fetch_all(pool)
+    .await
+}
+
 /// What the active and stuck gauges show, straight from the database.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GaugeCounts {

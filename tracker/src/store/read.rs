@@ -35,6 +35,8 @@ pub struct SagaFilter {
     pub trace_id: Option<String>,
     /// The saga has at least one event for this step.
     pub step: Option<String>,
+    /// The step that failed the saga (`failed_step`).
+    pub failed_step: Option<String>,
     /// This service emitted at least one of the saga's events.
     pub service: Option<String>,
     /// `started_at >= started_after`.
@@ -52,6 +54,8 @@ pub struct SagaFilter {
     /// Only stuck (`true`) or only not stuck (`false`) sagas, by the [`StuckAt`] given to the
     /// query.
     pub stuck: Option<bool>,
+    /// Only sagas stuck now for this reason.
+    pub stuck_reason: Option<StuckReason>,
 }
 
 /// The stuck rules and the instant they are evaluated at.
@@ -232,6 +236,9 @@ pub(crate) fn push_filter<'a>(
         .push_bind(step)
         .push(")");
     }
+    if let Some(step) = &filter.failed_step {
+        qb.push(" and s.failed_step = ").push_bind(step);
+    }
     if let Some(service) = &filter.service {
         // Array containment, so the GIN index on `services` applies.
         qb.push(" and s.services @> array[")
@@ -257,6 +264,11 @@ pub(crate) fn push_filter<'a>(
     if let Some(want) = filter.stuck {
         qb.push(if want { " and " } else { " and not " });
         push_stuck_predicate(qb, stuck);
+    }
+    if let Some(reason) = filter.stuck_reason {
+        qb.push(" and coalesce(");
+        push_stuck_reason(qb, reason, stuck);
+        qb.push(", false)");
     }
 }
 
@@ -360,6 +372,25 @@ fn push_metadata(qb: &mut QueryBuilder<'_, Postgres>, conditions: &[MetadataMatc
         }
         qb.push(")");
     }
+}
+
+/// Whether a saga with this id is stored (one primary-key probe).
+pub async fn saga_exists(pool: &PgPool, saga_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from sagas where saga_id = $1)")
+        .bind(saga_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// One saga's row alone (one primary-key probe): what the live view compares before it
+/// reads the events.
+pub async fn saga_row(pool: &PgPool, saga_id: &str) -> Result<Option<SagaRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {SAGA_COLUMNS} from sagas s where saga_id = $1"
+    ))
+    .bind(saga_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One saga's row and all its stored events, read from one snapshot so the summary and the

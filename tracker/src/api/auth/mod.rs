@@ -51,10 +51,17 @@ pub enum Access {
     Operator,
 }
 
+/// The API's description and its reference page: public, so the page can load the
+/// document without a token (it holds the API's shape, never data), and anyone can read how
+/// to call the API before they have a key.
+pub const PUBLIC_DOC_PATHS: [&str; 2] = ["/openapi.json", "/docs"];
+
 /// The access rule, by method and path.
 pub fn required_access(method: &Method, path: &str) -> Access {
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if safe && PUBLIC_PATHS.contains(&path) {
+    let public_doc = PUBLIC_DOC_PATHS.contains(&path) || path.starts_with("/docs/");
+    if (safe && (PUBLIC_PATHS.contains(&path) || public_doc)) || crate::ui::is_public(method, path)
+    {
         Access::Public
     } else if path == "/api/v1/admin" || path.starts_with("/api/v1/admin/") || !safe {
         Access::Operator
@@ -171,6 +178,26 @@ impl Authenticator {
         self.inner.is_some()
     }
 
+    /// Checks a token as a request's bearer token would be (the UI's sign-in form); the
+    /// reason for a refusal is logged, not returned. With authentication off every token is
+    /// [`Caller::anonymous`].
+    pub async fn check_token(&self, token: &str) -> Result<Caller, ()> {
+        let Some(inner) = &self.inner else {
+            return Ok(Caller::anonymous());
+        };
+        let shaped = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+        if !shaped {
+            tracing::info!(reason = %Refusal::Malformed, "UI sign-in refused");
+            return Err(());
+        }
+        self.authenticate(inner, token).await.map_err(|refusal| {
+            tracing::info!(reason = %refusal, "UI sign-in refused");
+        })
+    }
+
     async fn authenticate(&self, inner: &Inner, token: &str) -> Result<Caller, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::Malformed);
@@ -253,12 +280,26 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     if access == Access::Public {
         return next.run(req).await;
     }
+    let ui = crate::ui::is_ui_path(req.uri().path());
     let caller = match &state.auth.inner {
         None => Caller::anonymous(),
         Some(inner) => {
-            let outcome = match bearer_token(req.headers()) {
+            let mut presented = bearer_token(req.headers());
+            let mut from_session = false;
+            // The UI's session cookie, on UI paths only and only without a header (a proxy's
+            // `Authorization` wins): see `crate::ui::session`.
+            if ui && matches!(presented, Presented::Nothing) {
+                if let Some(token) = crate::ui::session::token_from_cookie(req.headers()) {
+                    presented = Presented::Token(token);
+                    from_session = true;
+                }
+            }
+            let outcome = match presented {
                 Presented::Nothing => {
                     tracing::info!("request refused: no bearer token");
+                    if ui {
+                        return ui_refusal(&req, false);
+                    }
                     return ApiError::Unauthenticated {
                         token_rejected: false,
                     }
@@ -268,9 +309,17 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
                 Presented::Token(token) => state.auth.authenticate(inner, token).await,
             };
             match outcome {
-                Ok(caller) => caller,
+                Ok(caller) => {
+                    if from_session {
+                        req.extensions_mut().insert(crate::ui::session::FromSession);
+                    }
+                    caller
+                }
                 Err(refusal) => {
                     tracing::info!(reason = %refusal, "request refused: bearer token not accepted");
+                    if ui {
+                        return ui_refusal(&req, from_session);
+                    }
                     return ApiError::Unauthenticated {
                         token_rejected: true,
                     }
@@ -288,10 +337,31 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             Access::Operator => "the operator role",
             _ => "the reader or operator role",
         };
+        if ui {
+            return crate::ui::error_page(ApiError::Forbidden { needed });
+        }
         return ApiError::Forbidden { needed }.into_response();
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// An unauthenticated UI request: a page goes to the sign-in form (dropping a session
+/// cookie whose token was refused); the live fragment, fetched by script, gets a bare 401
+/// so the page can say the session ended instead of swapping in a login form.
+fn ui_refusal(req: &Request, session_refused: bool) -> Response {
+    let live = req
+        .uri()
+        .path()
+        .strip_prefix("/ui/sagas/")
+        .is_some_and(|rest| rest.ends_with("/live"));
+    if live {
+        return ApiError::Unauthenticated {
+            token_rejected: session_refused,
+        }
+        .into_response();
+    }
+    crate::ui::session::login_redirect(&crate::ui::path_and_query(req), session_refused)
 }
 
 /// Declares the bearer scheme in the OpenAPI document and marks each operation with what
@@ -377,8 +447,22 @@ mod tests {
         assert_eq!(required_access(&get, "/metrics"), Access::Public);
         assert_eq!(required_access(&Method::POST, "/metrics"), Access::Operator);
         assert_eq!(required_access(&get, "/api/v1/sagas"), Access::Reader);
-        assert_eq!(required_access(&get, "/openapi.json"), Access::Reader);
-        assert_eq!(required_access(&get, "/docs"), Access::Reader);
+        assert_eq!(required_access(&get, "/openapi.json"), Access::Public);
+        assert_eq!(required_access(&get, "/docs"), Access::Public);
+        assert_eq!(
+            required_access(&get, "/docs/swagger-ui.css"),
+            Access::Public
+        );
+        assert_eq!(required_access(&get, "/ui"), Access::Reader);
+        assert_eq!(required_access(&get, "/ui/sagas/x"), Access::Reader);
+        assert_eq!(required_access(&get, "/ui/export"), Access::Reader);
+        assert_eq!(required_access(&get, "/ui/login"), Access::Public);
+        assert_eq!(required_access(&get, "/ui/static/app.js"), Access::Public);
+        assert_eq!(required_access(&Method::POST, "/ui/login"), Access::Public);
+        assert_eq!(
+            required_access(&Method::POST, "/ui/sagas"),
+            Access::Operator
+        );
         assert_eq!(required_access(&get, "/ui/sagas/x"), Access::Reader);
         assert_eq!(
             required_access(&get, "/api/v1/whoami"),
