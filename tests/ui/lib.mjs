@@ -173,6 +173,10 @@ export class Harness {
 
   async start() {
     this.profileRoot = mkdtempSync(join(tmpdir(), 'saga-ui-test-'));
+    // Whatever ends the script (a crash, the watchdog), the profile goes with it; Playwright
+    // kills the browser on exit by itself.
+    const root = this.profileRoot;
+    process.on('exit', () => rmSync(root, { recursive: true, force: true }));
     const oldTmp = process.env.TMPDIR;
     process.env.TMPDIR = this.profileRoot;
     try {
@@ -314,6 +318,13 @@ export async function startHarness() {
     process.exit(3);
   }, TOTAL_TIMEOUT_MS);
   watchdog.unref();
+  const crash = (what) => (err) => {
+    send(`FAIL ${what}: ${err && err.message ? err.message.split('\n')[0] : err}`);
+    log(`${what}: ${err && err.stack ? err.stack : err}`);
+    process.exit(4);
+  };
+  process.on('uncaughtException', crash('uncaught exception in the script'));
+  process.on('unhandledRejection', crash('unhandled rejection in the script'));
   const h = new Harness();
   await h.start();
   return h;
