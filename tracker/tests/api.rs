@@ -966,15 +966,45 @@ async fn openapi_json_documents_every_route_and_schema() {
 }
 
 #[tokio::test]
-async fn docs_page_is_html() {
+async fn the_docs_page_is_served_whole_from_the_binary() {
     let app = spawn_app().await;
     let r = app.get("/docs").await;
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::OK, "/docs leads to the page");
     assert!(content_type(&r).starts_with("text/html"));
     let html = r.text().await.expect("body");
+    // Every asset the page loads is relative: nothing comes from another host.
     assert!(
-        html.contains("Saga Tracker API"),
-        "the page embeds the document"
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        assert!(html.contains(asset), "{asset} in {html}");
+        let r = app.get(&format!("/docs/{asset}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        assert!(
+            r.bytes().await.expect("body").len() > 100,
+            "{asset} has content"
+        );
+    }
+    let init = app.get("/docs/swagger-initializer.js").await;
+    assert!(init
+        .text()
+        .await
+        .expect("body")
+        .contains("/docs/openapi.json"));
+    let doc: serde_json::Value = app
+        .get("/docs/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("the document");
+    assert_eq!(
+        doc,
+        serde_json::to_value(api::openapi()).expect("serializable")
     );
 }
 
@@ -1028,4 +1058,148 @@ async fn serve_returns_once_the_shutdown_token_is_cancelled() {
         .expect("serve returns promptly")
         .expect("serve task did not panic");
     assert!(result.is_ok(), "{result:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------------------
+
+/// `n` one-event sagas a second apart, every other one in region `eu`, every third failed.
+async fn seed_many(app: &TestApp, n: usize) {
+    let events: Vec<IncomingEvent> = (0..n)
+        .map(|i| {
+            let status = if i % 3 == 0 {
+                StepStatus::Failed
+            } else {
+                StepStatus::Succeeded
+            };
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            ev(
+                &format!("x-{i}"),
+                &format!("bulk-{i:05}"),
+                "ORDER_CREATION",
+                "ORDER_CREATED",
+                status,
+                t(i as i64),
+                "order",
+            )
+            .meta(json!({ "region": region }))
+            .0
+        })
+        .collect();
+    for chunk in events.chunks(400) {
+        app.seed(chunk.to_vec()).await;
+    }
+}
+
+/// Every saga id of a search, following `nextCursor` to the end.
+async fn all_pages(app: &TestApp, query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let q = match &cursor {
+            Some(c) => format!("{query}&limit=500&cursor={c}"),
+            None => format!("{query}&limit=500"),
+        };
+        let (status, page) = app.get_json(&format!("/api/v1/sagas?{q}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        out.extend(ids(&page));
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+    panic!("paging did not end");
+}
+
+#[tokio::test]
+async fn an_export_streams_every_match_across_pages_in_search_order() {
+    let app = spawn_app().await;
+    seed_many(&app, 1_203).await;
+
+    // NDJSON with a filter: more than two of the export's internal pages.
+    let r = app
+        .get("/api/v1/sagas/export?format=ndjson&meta.region=eu&sagaType=ORDER_CREATION")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(content_type(&r), "application/x-ndjson");
+    let disposition = r
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"sagas-")
+            && disposition.ends_with(".ndjson\""),
+        "{disposition}"
+    );
+    let body = r.text().await.expect("body");
+    let exported: Vec<String> = body
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("each line is one JSON saga");
+            assert_eq!(v["metadata"]["region"], "eu", "{l}");
+            v["sagaId"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(exported.len(), 602);
+    assert_eq!(
+        exported,
+        all_pages(&app, "meta.region=eu&sagaType=ORDER_CREATION").await,
+        "the export is the search, every page of it, in order"
+    );
+
+    // CSV, no filter: a header and one row per saga, read back by a CSV parser.
+    let r = app.get("/api/v1/sagas/export?format=csv").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(content_type(&r).starts_with("text/csv"));
+    let text = r.text().await.expect("body");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .expect("a header row")
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header, saga_tracker::api::export::CSV_COLUMNS);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a row")).collect();
+    assert_eq!(rows.len(), 1_203);
+    let failed = rows.iter().filter(|r| &r[2] == "FAILED").count();
+    assert_eq!(failed, 401);
+    assert_eq!(&rows[0][0], "bulk-01202", "newest first");
+    assert_eq!(&rows[0][18], "order");
+    assert!(rows[0][21].contains("\"region\""), "metadata as JSON");
+
+    // The stuck filter and the status filter narrow it exactly as a search does.
+    let r = app.get("/api/v1/sagas/export?status=FAILED").await;
+    let n = r.text().await.expect("body").lines().count();
+    assert_eq!(n, all_pages(&app, "status=FAILED").await.len());
+}
+
+#[tokio::test]
+async fn an_export_refuses_what_a_search_refuses_and_paging_by_name() {
+    let app = spawn_app().await;
+    let r = app
+        .get("/api/v1/sagas/export?format=xml&limit=5&cursor=abc&status=DONE&sagatype=X")
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(content_type(&r), "application/problem+json");
+    let body: Value = r.json().await.expect("problem");
+    let names: Vec<&str> = body["invalidParams"]
+        .as_array()
+        .expect("invalidParams")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["format", "limit", "cursor", "status", "sagatype"]);
+
+    // Nothing matches: an empty NDJSON body, a CSV with its header only.
+    let r = app.get("/api/v1/sagas/export?businessKey=nobody").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.expect("body"), "");
+    let r = app
+        .get("/api/v1/sagas/export?businessKey=nobody&format=csv")
+        .await;
+    assert_eq!(r.text().await.expect("body").lines().count(), 1);
 }

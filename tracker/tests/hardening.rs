@@ -180,9 +180,13 @@ async fn every_response_carries_the_security_headers_and_docs_its_own_policy() {
     let cases = [
         ("/healthz", Some(&token), 200),
         ("/openapi.json", Some(&token), 200),
-        ("/openapi.json", None, 401),
+        ("/openapi.json", None, 200),
+        ("/api/v1/sagas", None, 401),
         ("/nowhere", Some(&token), 404),
         ("/docs", Some(&token), 200),
+        ("/docs/swagger-ui-bundle.js", None, 200),
+        ("/ui/static/app.css", None, 200),
+        ("/ui/login", None, 200),
     ];
     for (path, bearer, status) in cases {
         let mut req = s.http.get(format!("{}{path}", s.base));
@@ -198,7 +202,7 @@ async fn every_response_carries_the_security_headers_and_docs_its_own_policy() {
         );
         assert_eq!(header(&r, "referrer-policy"), Some("no-referrer"), "{path}");
         assert_eq!(header(&r, "x-frame-options"), Some("DENY"), "{path}");
-        let expected = if path == "/docs" {
+        let expected = if path.starts_with("/docs") {
             DOCS_CONTENT_SECURITY_POLICY
         } else {
             CONTENT_SECURITY_POLICY
@@ -211,6 +215,10 @@ async fn every_response_carries_the_security_headers_and_docs_its_own_policy() {
     }
     assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
     assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
+    assert!(
+        !DOCS_CONTENT_SECURITY_POLICY.contains("http"),
+        "nothing from another host"
+    );
 }
 
 #[tokio::test]

@@ -143,10 +143,16 @@ impl std::fmt::Debug for LoginForm {
     }
 }
 
-/// The post came from a page of this origin: its `Origin` (or, without one, `Referer`)
-/// names the host the request was sent to. Browsers always send `Origin` on a form post,
-/// so a post made by another site's page is refused even before `SameSite` is considered.
+/// The post came from a page of this origin. Browsers say so in `Sec-Fetch-Site`; one that
+/// does not send it is judged by `Origin` (or `Referer`), which must name the host the request
+/// was sent to. Our pages send `Referrer-Policy: no-referrer`, under which a browser's form
+/// post carries `Origin: null` and no `Referer` — so `Sec-Fetch-Site` is the signal that
+/// works, and `null` alone is refused. A post made by another site's page is refused either
+/// way, even before `SameSite` is considered.
 fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin";
+    }
     // A proxy may rewrite `Host` to the upstream's name and pass the original on.
     let hosts: Vec<&str> = [header::HOST.as_str(), "x-forwarded-host"]
         .into_iter()
@@ -157,6 +163,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
     let source = headers
         .get(header::ORIGIN)
+        .filter(|o| o.as_bytes() != b"null")
         .or_else(|| headers.get(header::REFERER))
         .and_then(|v| v.to_str().ok());
     match source {
