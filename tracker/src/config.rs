@@ -1045,6 +1045,41 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn ui_link_templates_are_checked_at_start_up() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TRACKER_UI__TRACE_URL_TEMPLATE",
+                "https://jaeger.example/trace/{traceid}",
+            );
+            let err = Settings::load(None).expect_err("typo").to_string();
+            assert!(
+                err.contains("ui.trace_url_template") && err.contains("{traceid}"),
+                "{err}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRACKER_UI__LOG_URL_TEMPLATE", "grafana/explore?{sagaId}");
+            let err = Settings::load(None).expect_err("not a URL").to_string();
+            assert!(err.contains("ui.log_url_template"), "{err}");
+            jail.set_env(
+                "TRACKER_UI__LOG_URL_TEMPLATE",
+                "https://g.example/explore?q={sagaId}&from={from}",
+            );
+            jail.set_env("TRACKER_UI__SECURE_COOKIE", "sometimes");
+            let err = Settings::load(None)
+                .expect_err("bad cookie mode")
+                .to_string();
+            assert!(err.contains("ui.secure_cookie"), "{err}");
+            jail.set_env("TRACKER_UI__SECURE_COOKIE", "always");
+            let s = Settings::load(None).expect("loads");
+            assert!(s.ui.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn transport_security_mistakes_name_their_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TRACKER_KAFKA__SASL__MECHANISM", "SCRAM-SHA-512");
