@@ -148,6 +148,8 @@ cat >&2 <<EOF
 
   Saga Tracker is running at $BASE_URL  (Ctrl-C stops everything this script started)
 
+    Saga Explorer (web UI): $BASE_URL/ui
+
     curl -s '$BASE_URL/api/v1/sagas?limit=5' | python3 -m json.tool
     curl -s '$BASE_URL/api/v1/sagas?status=FAILED&status=COMPENSATED'
     curl -s '$BASE_URL/api/v1/sagas?businessKey=8812'
