@@ -847,6 +847,8 @@ mod tests {
             let state = folded(&events);
             prop_assert_eq!(usize::try_from(state.event_count).ok(), Some(distinct.len()));
             prop_assert!(state.late_event_count < state.event_count);
+            // The search relies on it (`updatedBefore` also bounds `started_at`).
+            prop_assert!(state.started_at <= state.updated_at);
         }
 
         #[test]

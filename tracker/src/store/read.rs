@@ -255,7 +255,12 @@ pub(crate) fn push_filter<'a>(
         qb.push(" and s.updated_at >= ").push_bind(t);
     }
     if let Some(t) = filter.updated_before {
+        // A saga starts no later than its last event, so `updated_at < t` implies
+        // `started_at < t`. Saying so lets the planner bound its walk of the `started_at`
+        // order instead of filtering the whole table (7.1 s → ms at 10M sagas for a bound
+        // a month back: docs/BENCHMARKS.md). It removes no row the filter keeps.
         qb.push(" and s.updated_at < ").push_bind(t);
+        qb.push(" and s.started_at < ").push_bind(t);
     }
     if let Some(ms) = filter.min_duration_ms {
         qb.push(" and s.duration_ms >= ").push_bind(ms);
