@@ -23,9 +23,9 @@ use futures::stream::{self, Stream};
 
 use super::error::{ApiError, InvalidParam, Problem};
 use super::openapi::{ExportParams, SearchParams};
-use super::sagas::{parse_search, summary, SagaSummary, SearchRequest};
+use super::sagas::{keyset_after, parse_search, summary, SagaSummary, SearchRequest};
 use super::AppState;
-use crate::store::read::{self, Keyset, Page, SortKey, StuckAt};
+use crate::store::read::{self, Keyset, Page, StuckAt};
 
 /// Sagas read per page of the walk.
 pub const EXPORT_PAGE: i64 = 500;
@@ -223,14 +223,7 @@ fn pages(walk: Walk) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
             w.done = true;
         }
         if let Some(last) = rows.last() {
-            w.search.after = Some(Keyset {
-                sort: w.search.sort,
-                at: match w.search.sort {
-                    SortKey::StartedAt => last.started_at,
-                    SortKey::UpdatedAt => last.updated_at,
-                },
-                saga_id: last.saga_id.clone(),
-            });
+            w.search.after = Some(keyset_after(w.search.sort, last));
         }
         let mut buf = Vec::with_capacity(rows.len() * 512);
         if w.format == Format::Csv && !w.header_written {

@@ -305,6 +305,23 @@ pub async fn search(
 ) -> Result<Json<SagaPage>, ApiError> {
     let req = parse_search(query.as_deref().unwrap_or(""))?;
     let now = request_time();
+    let (rows, next_cursor) = search_page(&state, &req, now).await?;
+    Ok(Json(SagaPage {
+        items: rows
+            .into_iter()
+            .map(|r| summary(r, &state.stuck, now))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// One page of a parsed search at `now`: the rows in listing order and the cursor of the
+/// next page (`None` on the last). Shared by the API and the UI's search page.
+pub async fn search_page(
+    state: &AppState,
+    req: &SearchRequest,
+    now: DateTime<Utc>,
+) -> Result<(Vec<SagaRow>, Option<String>), ApiError> {
     let page = Page {
         filter: &req.filter,
         sort: req.sort,
@@ -319,23 +336,22 @@ pub async fn search(
     let more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
     let next_cursor = match rows.last() {
-        Some(last) if more => Some(encode_cursor(&Keyset {
-            sort: req.sort,
-            at: match req.sort {
-                SortKey::StartedAt => last.started_at,
-                SortKey::UpdatedAt => last.updated_at,
-            },
-            saga_id: last.saga_id.clone(),
-        })),
+        Some(last) if more => Some(encode_cursor(&keyset_after(req.sort, last))),
         _ => None,
     };
-    Ok(Json(SagaPage {
-        items: rows
-            .into_iter()
-            .map(|r| summary(r, &state.stuck, now))
-            .collect(),
-        next_cursor,
-    }))
+    Ok((rows, next_cursor))
+}
+
+/// The position just after `row` in the `sort` order.
+pub fn keyset_after(sort: SortKey, row: &SagaRow) -> Keyset {
+    Keyset {
+        sort,
+        at: match sort {
+            SortKey::StartedAt => row.started_at,
+            SortKey::UpdatedAt => row.updated_at,
+        },
+        saga_id: row.saga_id.clone(),
+    }
 }
 
 /// One saga: its summary and its step timeline.

@@ -15,9 +15,9 @@ use maud::{html, Markup};
 
 use super::layout::{self, Nav, Viewer};
 use crate::api::error::InvalidParam;
-use crate::api::sagas::{encode_cursor, parse_search, summary, SagaSummary, SearchRequest};
+use crate::api::sagas::{parse_search, search_page, summary, SagaSummary, SearchRequest};
 use crate::api::{export, ApiError, AppState};
-use crate::store::read::{self, Keyset, Page, SortKey, StuckAt};
+use crate::store::read::{self, SortKey};
 
 const TIME_PARAMS: [(&str, &str); 4] = [
     ("startedAfter", "Started after"),
@@ -145,34 +145,7 @@ struct Results {
 
 async fn run(state: &AppState, req: &SearchRequest) -> Result<Results, ApiError> {
     let now = Utc::now();
-    let page = Page {
-        filter: &req.filter,
-        sort: req.sort,
-        after: req.after.as_ref(),
-        limit: req.limit + 1,
-    };
-    let mut rows = read::search_sagas(
-        &state.pool,
-        page,
-        StuckAt {
-            policy: &state.stuck,
-            now,
-        },
-    )
-    .await?;
-    let more = rows.len() as i64 > req.limit;
-    rows.truncate(req.limit as usize);
-    let next_cursor = match rows.last() {
-        Some(last) if more => Some(encode_cursor(&Keyset {
-            sort: req.sort,
-            at: match req.sort {
-                SortKey::StartedAt => last.started_at,
-                SortKey::UpdatedAt => last.updated_at,
-            },
-            saga_id: last.saga_id.clone(),
-        })),
-        _ => None,
-    };
+    let (rows, next_cursor) = search_page(state, req, now).await?;
     Ok(Results {
         rows: rows
             .into_iter()
