@@ -20,11 +20,14 @@
 //! - [`app`] — wires it together: `Application::build` binds its listener (port 0 in tests)
 //!   and `run` serves until the cancellation token fires, then drains.
 //! - [`demo`] — a traffic generator for the local run command and the bench.
+//! - [`cli`] — the operator's commands (`sagas`, `dlq`, `doctor`): REST and Kafka clients
+//!   for a person at a terminal.
 
 pub mod aggregate;
 pub mod api;
 pub mod app;
 pub mod background;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use saga_tracker::api::auth::keys::{hash_token, NewKey};
+use saga_tracker::cli::{self, ApiArgs, ColorChoice, Output};
 use saga_tracker::config::{Role, Settings};
 use saga_tracker::{api, app::Application, demo, store, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,9 @@ struct Cli {
     /// TOML file overriding the built-in defaults (TRACKER_* variables override both).
     #[arg(long, global = true, env = "TRACKER_CONFIG")]
     config: Option<PathBuf>,
+    /// Colours in terminal output: `auto` (a terminal, and `NO_COLOR` unset), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +54,30 @@ enum Command {
     ApiKey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Find, inspect and export sagas through a running tracker's REST API.
+    Sagas {
+        #[command(subcommand)]
+        command: cli::sagas::SagasCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Inspect and replay the dead-letter topic (uses the `[kafka]` settings).
+    Dlq {
+        #[command(subcommand)]
+        command: cli::dlq::DlqCommand,
+    },
+    /// Check configuration, database, Kafka and the API; say what is wrong; exit 1 if anything is.
+    Doctor {
+        #[command(flatten)]
+        args: cli::doctor::DoctorArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print a shell completion script, e.g. `saga-tracker completions bash > /etc/bash_completion.d/saga-tracker`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -85,6 +113,26 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::ApiKey { command } => return api_key(command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "saga-tracker", &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
+    }
+    let out = Output::new(cli.color);
+    // The operator's commands print for a person; they neither need the server's settings
+    // (`sagas`) nor its JSON logs on stdout.
+    match cli.command {
+        Command::Sagas { command, api } => return cli::sagas::run(command, api, out).await,
+        Command::Doctor { args, api } => {
+            let healthy = cli::doctor::run(args, cli.config.as_deref(), api, out).await?;
+            std::process::exit(if healthy { 0 } else { 1 });
+        }
+        Command::Dlq { command } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            return cli::dlq::run(command, settings, out).await;
+        }
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -135,7 +183,13 @@ async fn main() -> anyhow::Result<()> {
             };
             demo::run(opts, shutdown).await.map(|_| ())
         }
-        Command::Openapi | Command::DefaultConfig | Command::ApiKey { .. } => Ok(()),
+        Command::Openapi
+        | Command::DefaultConfig
+        | Command::ApiKey { .. }
+        | Command::Completions { .. }
+        | Command::Sagas { .. }
+        | Command::Dlq { .. }
+        | Command::Doctor { .. } => Ok(()),
     }
 }
 
