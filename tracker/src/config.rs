@@ -126,6 +126,12 @@ impl DbSslMode {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretString,
+    /// A streaming replica of `url` for the read side: the API, the UI (and so the CLI) and
+    /// the active/stuck gauges query it, while ingest, migrations and retention stay on the
+    /// primary. `""` (None): everything uses `url`. The pool size, TLS settings and password
+    /// apply to both connections (a replica has the primary's roles).
+    #[serde(default, deserialize_with = "empty_secret_is_none")]
+    pub read_url: Option<SecretString>,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     /// Overrides the URL's `sslmode` when set.
@@ -274,6 +280,18 @@ fn is_origin(s: &str) -> bool {
 }
 
 /// `""` → `None`, so a TOML default and an environment variable can both say "unset".
+/// As [`empty_is_none`], for a secret: the value is never echoed in an error.
+fn empty_secret_is_none<'de, D>(de: D) -> Result<Option<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = String::deserialize(de)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SecretString::from(raw.trim().to_owned())))
+}
+
 fn empty_is_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -824,6 +842,12 @@ impl Settings {
         let url = self.database.url.expose_secret();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!("invalid configuration: `database.url` must be a postgres:// URL");
+        }
+        if let Some(read) = &self.database.read_url {
+            let read = read.expose_secret();
+            if !(read.starts_with("postgres://") || read.starts_with("postgresql://")) {
+                bail!("invalid configuration: `database.read_url` must be a postgres:// URL (or empty: reads use `database.url`)");
+            }
         }
         // Raw properties are plain strings (printed by `Debug`): secrets belong in the typed
         // settings, which can read files and never print.

@@ -20,6 +20,7 @@
 //! - [`app`] — wires it together: `Application::build` binds its listener (port 0 in tests)
 //!   and `run` serves until the cancellation token fires, then drains.
 //! - [`demo`] — a traffic generator for the local run command and the bench.
+//! - [`dev`] — `saga-tracker dev`: the tracker with an embedded broker and demo traffic.
 
 pub mod aggregate;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod app;
 pub mod background;
 pub mod config;
 pub mod demo;
+pub mod dev;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
