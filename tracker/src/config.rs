@@ -982,6 +982,34 @@ mod tests {
     }
 
     #[test]
+    fn read_url_is_optional_and_checked() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)))
+            .expect("defaults are valid");
+        assert!(s.database.read_url.is_none(), "empty by default");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Serialized::default(
+            "database.read_url",
+            "postgres://reader:s3cret@replica:5432/saga_tracker",
+        ));
+        let s = Settings::from_figment(fig).expect("a replica URL is valid");
+        assert!(s.database.read_url.is_some());
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "the replica URL is a secret"
+        );
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Serialized::default(
+            "database.read_url",
+            "mysql://s3cret@x/y",
+        ));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("database.read_url"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
             .merge(Serialized::default("ingest.batch_size", 0));
