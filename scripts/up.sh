@@ -1,40 +1,69 @@
 #!/usr/bin/env bash
-# Runs Saga Tracker locally: PostgreSQL + a Kafka-protocol broker (tansu) + the tracker.
+# Runs Saga Tracker locally: PostgreSQL + a Kafka-protocol broker + the tracker.
 #
-#   scripts/up.sh            # tracker on http://127.0.0.1:8080, Ctrl-C stops it
-#   scripts/up.sh --demo     # … plus a traffic generator producing sagas through the SDK
+#   scripts/up.sh                    # dev mode: broker embedded in the tracker, demo traffic on
+#   scripts/up.sh --no-demo          # … without the demo traffic
+#   scripts/up.sh --broker tansu     # a persistent broker (tansu, built once) + `saga-tracker run`
+#   scripts/up.sh --broker tansu --demo   # … plus the demo traffic generator
+#   scripts/up.sh --release          # build the tracker optimised (slower first build)
 #
-# What it does, each step idempotent:
+# Dev mode (the default) builds only the tracker and runs `saga-tracker dev`: librdkafka's
+# mock cluster inside the tracker process, reached on 127.0.0.1:9092, in memory (a few MiB
+# per partition, nothing kept across restarts); the tracker creates and migrates the
+# `saga_tracker` database. With `--broker tansu`, each step idempotent:
 #   1. makes sure PostgreSQL runs (starting or installing it) and tansu is built;
 #   2. starts tansu on 127.0.0.1:9092 with its data under .run/ (unless something already
 #      listens there, which is then reused) and creates the topics;
-#   3. creates the `saga_tracker` database, builds the tracker (release) and migrates;
+#   3. creates the `saga_tracker` database, builds the tracker and migrates;
 #   4. runs `saga-tracker run` until Ctrl-C, then stops only what this script started.
 #
-# Overrides: TRACKER_HTTP__ADDR, TRACKER_DATABASE__URL, TRACKER_KAFKA__BROKERS (with an
-# external broker nothing is started), DEMO_RATE (events/s, default 20).
+# Overrides: TRACKER_HTTP__ADDR, TRACKER_DATABASE__URL, TRACKER_KAFKA__BROKERS (an external
+# broker: nothing is started, `saga-tracker run` is used), DEMO_RATE (events/s, default 20).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
-demo=0
-for arg in "$@"; do
-    case "$arg" in
+broker=dev
+demo=""
+release=0
+while (($#)); do
+    case "$1" in
+    --broker)
+        (($# >= 2)) || die "--broker needs a value: dev or tansu"
+        broker="$2"
+        shift
+        ;;
+    --broker=*) broker="${1#--broker=}" ;;
     --demo) demo=1 ;;
+    --no-demo) demo=0 ;;
+    --release) release=1 ;;
     -h | --help)
         usage
         exit 0
         ;;
     *)
         usage >&2
-        die "unknown argument: $arg"
+        die "unknown argument: $1"
         ;;
     esac
+    shift
 done
+case "$broker" in
+dev | tansu) ;;
+*) die "--broker must be dev or tansu, not '$broker'" ;;
+esac
+# An external broker needs `run`, not the embedded one.
+if [[ -n "${TRACKER_KAFKA__BROKERS:-}" && "$broker" == dev ]]; then
+    broker=tansu
+fi
+# Dev mode has the demo on unless --no-demo; the tansu path keeps it opt-in (--demo).
+if [[ -z "$demo" ]]; then
+    if [[ "$broker" == dev ]]; then demo=1; else demo=0; fi
+fi
 
 cd "$REPO_ROOT"
 RUN_DIR="$REPO_ROOT/.run"
@@ -52,6 +81,19 @@ export TRACKER_KAFKA__TOPIC="$TOPIC"
 export TRACKER_KAFKA__DLQ_TOPIC="$DLQ_TOPIC"
 export TRACKER_KAFKA__CREATE_TOPICS=true
 BASE_URL="http://$TRACKER_HTTP__ADDR"
+
+# Sets BIN. The dev profile by default: its first build is minutes shorter than --release.
+build_tracker() {
+    step "Build"
+    if ((release)); then
+        cargo build --release -p saga-tracker
+        BIN="$REPO_ROOT/target/release/saga-tracker"
+    else
+        cargo build -p saga-tracker
+        BIN="$REPO_ROOT/target/debug/saga-tracker"
+    fi
+    [[ -x "$BIN" ]] || die "build produced no $BIN"
+}
 
 # PIDs of what this script started; only these are stopped on exit.
 TANSU_PID=""
@@ -76,6 +118,31 @@ trap 'exit 129' HUP
 
 step "PostgreSQL"
 bash "$REPO_ROOT/scripts/ensure-postgres.sh"
+
+if [[ "$broker" == dev ]]; then
+    build_tracker
+
+    step "Run (dev mode: embedded broker)"
+    if port_open "${TRACKER_HTTP__ADDR%:*}" "${TRACKER_HTTP__ADDR##*:}"; then
+        die "$TRACKER_HTTP__ADDR is already in use; set TRACKER_HTTP__ADDR=127.0.0.1:PORT to use another port"
+    fi
+    if port_open 127.0.0.1 "$KAFKA_PORT"; then
+        die "127.0.0.1:$KAFKA_PORT is already in use (a broker?): stop it, or use it with scripts/up.sh --broker tansu"
+    fi
+    unset TRACKER_KAFKA__BROKERS TRACKER_KAFKA__CREATE_TOPICS
+    dev_args=(dev --broker-port "$KAFKA_PORT" --demo-rate "${DEMO_RATE:-20}")
+    ((demo)) || dev_args+=(--no-demo)
+    # The tracker prints the UI's address, the bootstrap address and how to produce to it.
+    setsid "$BIN" "${dev_args[@]}" &
+    TRACKER_PID=$!
+    set +e
+    wait "$TRACKER_PID"
+    rc=$?
+    set -e
+    TRACKER_PID=""
+    log "saga-tracker exited with status $rc"
+    exit "$rc"
+fi
 
 step "Kafka-protocol broker"
 if [[ -n "$external_broker" ]]; then
@@ -119,10 +186,7 @@ else
     log "using TRACKER_DATABASE__URL from the environment (not creating a database)"
 fi
 
-step "Build"
-cargo build --release -p saga-tracker
-BIN="$REPO_ROOT/target/release/saga-tracker"
-[[ -x "$BIN" ]] || die "build produced no $BIN"
+build_tracker
 
 step "Migrate"
 "$BIN" migrate

@@ -24,6 +24,7 @@
 pub mod otel;
 pub mod pg;
 pub mod pki;
+pub mod replica;
 
 use std::fmt;
 use std::fs::File;
@@ -210,6 +211,22 @@ impl TestDb {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_owned());
         Url::parse(&raw).with_context(|| format!("TEST_DATABASE_URL is not a URL: {raw}"))
+    }
+
+    /// A unique `saga_tracker_test_<random>` that does not exist yet, for code under test
+    /// that creates its own database; [`TestDb::drop_db`] removes it afterwards.
+    pub fn not_created() -> anyhow::Result<Self> {
+        let server = Self::server_url()?;
+        let mut admin_url = server.clone();
+        admin_url.set_path("/postgres");
+        let name = format!("saga_tracker_test_{}", unique_suffix());
+        let mut url = server;
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            name,
+            url,
+            admin_url,
+        })
     }
 
     /// Creates `saga_tracker_test_<random>` and returns it.
@@ -754,17 +771,23 @@ impl TrackerProcess {
     /// Spawns `saga-tracker run` on a free loopback HTTP port. Does not wait for readiness:
     /// call [`TrackerProcess::wait_ready`].
     pub fn spawn(options: TrackerOptions) -> anyhow::Result<Self> {
+        Self::spawn_args(options, &["run"])
+    }
+
+    /// As [`TrackerProcess::spawn`], running `saga-tracker <args…>` instead of `run` (e.g.
+    /// `dev --broker-port 0`), with the same environment and HTTP port handling.
+    pub fn spawn_args(options: TrackerOptions, args: &[&str]) -> anyhow::Result<Self> {
         let bin = tracker_bin()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let log = log_dir()?.join(format!("tracker-{port}-{}.log", unique_suffix()));
         let (out, err) = log_file(&log)?;
         let child = tracker_command(&bin, &options.env(&addr))
-            .arg("run")
+            .args(args)
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("spawning {} run", bin.display()))?;
+            .with_context(|| format!("spawning {} {}", bin.display(), args.join(" ")))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .no_proxy()

@@ -31,7 +31,7 @@ pub struct PgServer {
 }
 
 /// `/usr/lib/postgresql/<major>/bin`, the newest installed, or `PG_BIN_DIR`.
-fn pg_bin_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn pg_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
@@ -47,12 +47,12 @@ fn pg_bin_dir() -> anyhow::Result<PathBuf> {
     Ok(root.join(major.to_string()).join("bin"))
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 /// A command for a PostgreSQL binary, as `postgres` when we are root.
-fn pg_command(bin: &Path, program: &str) -> Command {
+pub(crate) fn pg_command(bin: &Path, program: &str) -> Command {
     let path = bin.join(program);
     if running_as_root() {
         let mut cmd = Command::new("runuser");
@@ -63,7 +63,7 @@ fn pg_command(bin: &Path, program: &str) -> Command {
     }
 }
 
-fn run(mut cmd: Command, what: &str) -> anyhow::Result<String> {
+pub(crate) fn run(mut cmd: Command, what: &str) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     ensure!(
         out.status.success(),
@@ -209,7 +209,7 @@ impl PgServer {
     }
 }
 
-fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn append(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .append(true)

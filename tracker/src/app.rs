@@ -6,7 +6,11 @@
 //! connection check (TLS, SASL, topics) runs first thing in [`Application::run`], with the
 //! HTTP server already answering `/readyz` with 503, and ends the process if it fails.
 //! [`Application::run`] then serves until the cancellation token fires and drains in order: the consumer finishes its batch in flight and commits,
-//! then the background jobs (gauges, retention) and the HTTP server stop.
+//! then the background jobs (gauges, retention, replica lag) and the HTTP server stop.
+//!
+//! Ingest and retention write through the primary pool; the API, the UI and the gauges read
+//! through the read pool, which is the primary's own unless `database.read_url` names a
+//! replica.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +77,19 @@ impl Application {
                 "PostgreSQL is not reachable yet; starting anyway (readiness reports it)"
             ),
         }
+        let read_pool = store::connect_read_lazy(&settings.database, &pool)?;
+        if settings.database.read_url.is_some() {
+            match store::check_connection_to(&settings.database, store::Db::Replica).await? {
+                store::ConnectCheck::Ok => {
+                    tracing::info!("reads go to the replica at `database.read_url`")
+                }
+                store::ConnectCheck::Unreachable(why) => tracing::warn!(
+                    error = %why,
+                    "the read replica (`database.read_url`) is not reachable yet; starting \
+                     anyway (readiness reports it)"
+                ),
+            }
+        }
         let health = ConsumerHealth::default();
         let ingestor = Ingestor::new(&settings, pool.clone(), health.clone())?;
         Ok(Self {
@@ -80,6 +97,7 @@ impl Application {
             ops_listener,
             state: AppState {
                 pool,
+                read_pool,
                 consumer: health,
                 consumer_enabled: true,
                 metrics,
@@ -113,6 +131,11 @@ impl Application {
         &self.state.pool
     }
 
+    /// The pool the API and the UI read from: `database.read_url`'s, or [`Self::pool`].
+    pub fn read_pool(&self) -> &PgPool {
+        &self.state.read_pool
+    }
+
     /// Runs until `shutdown` is cancelled, then drains. If the consumer fails, the HTTP
     /// server and the background jobs are stopped too and the error returned, so the process
     /// exits non-zero and its supervisor restarts it.
@@ -126,6 +149,8 @@ impl Application {
             retention,
         } = self;
         let pool = state.pool.clone();
+        let read_pool = state.read_pool.clone();
+        let has_replica = state.settings.database.read_url.is_some();
         let http_stop = CancellationToken::new();
         let (server, ops_server) = match ops_listener {
             None => (
@@ -154,10 +179,17 @@ impl Application {
         };
         let jobs_stop = CancellationToken::new();
         let gauges = tokio::spawn(background::run_gauges(
-            pool.clone(),
+            read_pool.clone(),
             stuck,
             jobs_stop.clone(),
         ));
+        let replica_lag = has_replica.then(|| {
+            tokio::spawn(background::run_replica_lag(
+                pool.clone(),
+                read_pool,
+                jobs_stop.clone(),
+            ))
+        });
         let retention = tokio::spawn(background::run_retention(
             pool,
             retention,
@@ -168,7 +200,7 @@ impl Application {
             tracing::error!(error = format!("{e:#}"), "consumer failed; shutting down");
         }
         jobs_stop.cancel();
-        for mut job in [gauges, retention] {
+        for mut job in [gauges, retention].into_iter().chain(replica_lag) {
             if tokio::time::timeout(background::STOP_TIMEOUT, &mut job)
                 .await
                 .is_err()

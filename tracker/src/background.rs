@@ -1,5 +1,7 @@
 //! Periodic jobs that run beside the consumer for as long as the tracker runs: refreshing
-//! the database-derived gauges ([`run_gauges`]) and retention ([`run_retention`]).
+//! the database-derived gauges ([`run_gauges`], reading from the read pool, so with a replica
+//! they trail the primary by its lag), retention ([`run_retention`], on the primary: it
+//! deletes) and, with `database.read_url`, the replica-lag gauges ([`run_replica_lag`]).
 //!
 //! Each takes its pool, settings and cancellation token from the caller, never blocks
 //! ingestion (its own short statements on the shared pool), logs and counts its failures
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetentionSettings, StuckSettings};
 use crate::metrics::{self, DbGauges};
-use crate::store::{insight, retention};
+use crate::store::{insight, replica, retention};
 use crate::stuck::StuckPolicy;
 
 /// Reads active and stuck counts from the database once and sets the gauges.
@@ -95,6 +97,34 @@ pub async fn run_retention(pool: PgPool, settings: RetentionSettings, shutdown: 
             Err(e) => {
                 metrics::retention_failed();
                 tracing::warn!(error = %e, "retention pass failed; retrying next interval");
+            }
+        }
+    }
+}
+
+/// How often [`run_replica_lag`] measures the replica.
+pub const REPLICA_LAG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one replica-lag measurement may wait for each database.
+pub const REPLICA_LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Measures how far the read replica trails the primary every [`REPLICA_LAG_INTERVAL`] and
+/// sets the `saga_tracker_db_replica_*` gauges, until `shutdown`.
+pub async fn run_replica_lag(primary: PgPool, read: PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(REPLICA_LAG_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match replica::lag(&primary, &read, REPLICA_LAG_TIMEOUT).await {
+            Ok(lag) => metrics::replica_observed(Some(&lag)),
+            Err(e) => {
+                metrics::replica_observed(None);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "measuring the read replica's lag failed; retrying next interval"
+                );
             }
         }
     }

@@ -126,6 +126,12 @@ impl DbSslMode {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretString,
+    /// A streaming replica of `url` for the read side: the API, the UI (and so the CLI) and
+    /// the active/stuck gauges query it, while ingest, migrations and retention stay on the
+    /// primary. `""` (None): everything uses `url`. The pool size, TLS settings and password
+    /// apply to both connections (a replica has the primary's roles).
+    #[serde(default, deserialize_with = "empty_secret_is_none")]
+    pub read_url: Option<SecretString>,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     /// Overrides the URL's `sslmode` when set.
@@ -274,6 +280,18 @@ fn is_origin(s: &str) -> bool {
 }
 
 /// `""` → `None`, so a TOML default and an environment variable can both say "unset".
+/// As [`empty_is_none`], for a secret: the value is never echoed in an error.
+fn empty_secret_is_none<'de, D>(de: D) -> Result<Option<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = String::deserialize(de)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SecretString::from(raw.trim().to_owned())))
+}
+
 fn empty_is_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -825,6 +843,12 @@ impl Settings {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!("invalid configuration: `database.url` must be a postgres:// URL");
         }
+        if let Some(read) = &self.database.read_url {
+            let read = read.expose_secret();
+            if !(read.starts_with("postgres://") || read.starts_with("postgresql://")) {
+                bail!("invalid configuration: `database.read_url` must be a postgres:// URL (or empty: reads use `database.url`)");
+            }
+        }
         // Raw properties are plain strings (printed by `Debug`): secrets belong in the typed
         // settings, which can read files and never print.
         for key in self.kafka.properties.keys() {
@@ -955,6 +979,34 @@ mod tests {
             .expect_err("rejected")
             .to_string();
         assert!(err.contains("retention.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn read_url_is_optional_and_checked() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)))
+            .expect("defaults are valid");
+        assert!(s.database.read_url.is_none(), "empty by default");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Serialized::default(
+            "database.read_url",
+            "postgres://reader:s3cret@replica:5432/saga_tracker",
+        ));
+        let s = Settings::from_figment(fig).expect("a replica URL is valid");
+        assert!(s.database.read_url.is_some());
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "the replica URL is a secret"
+        );
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Serialized::default(
+            "database.read_url",
+            "mysql://s3cret@x/y",
+        ));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("database.read_url"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

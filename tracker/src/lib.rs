@@ -22,6 +22,7 @@
 //! - [`demo`] — a traffic generator for the local run command and the bench.
 //! - [`cli`] — the operator's commands (`sagas`, `dlq`, `doctor`): REST and Kafka clients
 //!   for a person at a terminal.
+//! - [`dev`] — `saga-tracker dev`: the tracker with an embedded broker and demo traffic.
 
 pub mod aggregate;
 pub mod api;
@@ -30,6 +31,7 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dev;
 pub mod health;
 pub mod ingest;
 pub mod metrics;

@@ -50,6 +50,8 @@ enum Command {
         #[arg(long, default_value_t = 8812)]
         seed: u64,
     },
+    /// Run locally with an embedded Kafka-protocol broker (in memory) and demo traffic.
+    Dev(saga_tracker::dev::DevArgs),
     /// Make API keys for `[[auth.api_keys]]` (needs no configuration).
     ApiKey {
         #[command(subcommand)]
@@ -172,6 +174,11 @@ async fn main() -> anyhow::Result<()> {
             store::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Dev(args) => {
+            let result = saga_tracker::dev::run(settings, args, shutdown).await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Demo { rate, sagas, seed } => {
             let opts = demo::DemoOptions {

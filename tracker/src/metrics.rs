@@ -38,6 +38,9 @@ pub const STEP_FAILURES: &str = "saga_tracker_step_failures_total";
 pub const SAGAS_ACTIVE: &str = "saga_tracker_sagas_active";
 pub const SAGAS_STUCK: &str = "saga_tracker_sagas_stuck";
 pub const GAUGES_REFRESHED_TIMESTAMP: &str = "saga_tracker_gauges_refreshed_timestamp_seconds";
+pub const DB_REPLICA_UP: &str = "saga_tracker_db_replica_up";
+pub const DB_REPLICA_LAG_BYTES: &str = "saga_tracker_db_replica_lag_bytes";
+pub const DB_REPLICA_LAG_SECONDS: &str = "saga_tracker_db_replica_lag_seconds";
 pub const RETENTION_DELETED: &str = "saga_tracker_retention_deleted_total";
 pub const RETENTION_ERRORS: &str = "saga_tracker_retention_errors_total";
 pub const TELEMETRY_EXPORT_FAILURES: &str = "saga_tracker_telemetry_export_failures_total";
@@ -178,6 +181,20 @@ fn describe() {
         GAUGES_REFRESHED_TIMESTAMP,
         Unit::Seconds,
         "Unix time the active/stuck gauges were last read from the database"
+    );
+    describe_gauge!(
+        DB_REPLICA_UP,
+        "1 while the read replica (database.read_url) answers, 0 when it does not; absent without a read replica"
+    );
+    describe_gauge!(
+        DB_REPLICA_LAG_BYTES,
+        Unit::Bytes,
+        "WAL bytes written on the primary that the read replica has not replayed yet"
+    );
+    describe_gauge!(
+        DB_REPLICA_LAG_SECONDS,
+        Unit::Seconds,
+        "How old the read replica's view is: age of its last replayed transaction while WAL is outstanding, 0 when caught up"
     );
     describe_counter!(
         RETENTION_DELETED,
@@ -358,6 +375,16 @@ impl DbGauges {
         self.active.extend(now_active.into_keys());
         self.stuck.extend(now_stuck.into_keys());
         gauge!(GAUGES_REFRESHED_TIMESTAMP).set(refreshed_at.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// Sets the read-replica gauges from one measurement (`None`: the replica did not answer,
+/// its lag gauges keep their last value and `up` drops to 0).
+pub fn replica_observed(lag: Option<&crate::store::replica::ReplicaLag>) {
+    gauge!(DB_REPLICA_UP).set(if lag.is_some() { 1.0 } else { 0.0 });
+    if let Some(lag) = lag {
+        gauge!(DB_REPLICA_LAG_BYTES).set(lag.bytes.unwrap_or(0) as f64);
+        gauge!(DB_REPLICA_LAG_SECONDS).set(lag.seconds.unwrap_or(0.0));
     }
 }
 

@@ -866,6 +866,11 @@ async fn readyz_is_ready_with_a_database_and_no_consumer() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["database"]["status"], "ok");
     assert_eq!(body["checks"]["consumer"]["detail"], "disabled");
+    // Without `database.read_url` readiness is what it always was: no replica check.
+    assert!(
+        body["checks"].get("read_database").is_none(),
+        "a read_database check without a read replica: {body}"
+    );
 }
 
 #[tokio::test]

@@ -195,7 +195,7 @@ async fn read_page(
         policy: &state.stuck,
         now,
     };
-    read::search_sagas(&state.pool, page, at).await
+    read::search_sagas(&state.read_pool, page, at).await
 }
 
 /// The body: one chunk per page, then the end. An error ends the stream with `Err`, which

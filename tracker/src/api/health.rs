@@ -7,7 +7,10 @@
 //! - `/readyz` (readiness): "should this replica get traffic and count as working?" It checks
 //!   the real dependencies: the database answers a ping within [`DB_PING_TIMEOUT`], and the
 //!   consumer (when enabled) is running, its writes are not failing, and it polled the broker
-//!   within [`MAX_POLL_AGE`].
+//!   within [`MAX_POLL_AGE`]. With `database.read_url`, the read replica must answer too
+//!   (the API cannot serve without it), and its lag is reported — but a lagging replica
+//!   stays ready: lag is for the alert, and failing readiness on it would take every replica
+//!   out of service at once.
 
 use std::time::Duration;
 
@@ -48,8 +51,32 @@ pub struct Readiness {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReadinessChecks {
+    /// The primary (`database.url`).
     pub database: Check,
     pub consumer: Check,
+    /// The read replica (`database.read_url`); absent when reads use the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_database: Option<ReplicaCheck>,
+}
+
+/// The read replica's check: does it answer, and how far behind the primary it is.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaCheck {
+    /// `ok` or `fail`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Why it failed, or notes: `replay paused`, `not a standby`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// WAL bytes the primary has written and the replica not yet replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0)]
+    pub lag_bytes: Option<i64>,
+    /// Age of the replica's view: its last replayed transaction's age while WAL is
+    /// outstanding, 0 when caught up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0.0)]
+    pub lag_seconds: Option<f64>,
 }
 
 /// One readiness check.
@@ -115,10 +142,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let consumer = consumer_check(&state);
-    let ready = database.passed() && consumer.passed();
+    let read_database = match state.settings.database.read_url {
+        Some(_) => Some(replica_check(&state).await),
+        None => None,
+    };
+    let ready = database.passed()
+        && consumer.passed()
+        && read_database.as_ref().is_none_or(|r| r.status == "ok");
     let body = Readiness {
         status: if ready { "ready" } else { "unready" },
-        checks: ReadinessChecks { database, consumer },
+        checks: ReadinessChecks {
+            database,
+            consumer,
+            read_database,
+        },
     };
     let status = if ready {
         StatusCode::OK
@@ -126,6 +163,44 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     no_store((status, Json(body)).into_response())
+}
+
+async fn replica_check(state: &AppState) -> ReplicaCheck {
+    match store::replica::lag(&state.pool, &state.read_pool, DB_PING_TIMEOUT).await {
+        Ok(lag) => {
+            let mut notes = Vec::new();
+            if !lag.in_recovery {
+                notes.push("not a standby: `database.read_url` names a primary");
+            }
+            if lag.replay_paused {
+                notes.push("replay paused on the replica");
+            }
+            if lag.in_recovery && !lag.against_primary {
+                notes.push("lag measured from the replica alone: the primary did not answer");
+            }
+            ReplicaCheck {
+                status: "ok",
+                detail: (!notes.is_empty()).then(|| notes.join("; ")),
+                lag_bytes: lag.bytes,
+                lag_seconds: lag.seconds,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "readiness: read replica (database.read_url) check failed"
+            );
+            ReplicaCheck {
+                status: "fail",
+                detail: Some(
+                    "read database (database.read_url) did not answer: the API cannot serve reads"
+                        .into(),
+                ),
+                lag_bytes: None,
+                lag_seconds: None,
+            }
+        }
+    }
 }
 
 fn consumer_check(state: &AppState) -> Check {

@@ -69,8 +69,12 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// What the handlers share. Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Read queries run on this pool (shared with the ingest loop).
+    /// The primary (`database.url`), shared with the ingest loop. Handlers do not query it:
+    /// `/readyz` pings it, and the replica lag is measured against it.
     pub pool: PgPool,
+    /// Every read query (API, UI, export) runs on this pool: the replica at
+    /// `database.read_url`, or a handle to [`Self::pool`] when none is configured.
+    pub read_pool: PgPool,
     /// What the consumer loop last reported, for `/readyz`.
     pub consumer: ConsumerHealth,
     /// Off when this process runs without a consumer (API-only replica, tests): `/readyz` then

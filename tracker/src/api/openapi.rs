@@ -21,7 +21,7 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
 use super::auth::{AuthMethod, Caller};
 use super::error::{InvalidParam, Problem};
-use super::health::{Check, Liveness, Readiness, ReadinessChecks};
+use super::health::{Check, Liveness, Readiness, ReadinessChecks, ReplicaCheck};
 use super::sagas::{
     CompensationSummary, CompensationView, ErrorInfo, EventList, EventView, KafkaPosition,
     SagaDetail, SagaPage, SagaSummary, StepCompensationView, StepView, StuckView,
@@ -305,6 +305,7 @@ pub enum ExportFormatSchema {
         Liveness,
         Readiness,
         ReadinessChecks,
+        ReplicaCheck,
         Check,
         Caller,
         AuthMethod,

@@ -332,7 +332,7 @@ pub async fn search_page(
         policy: &state.stuck,
         now,
     };
-    let mut rows = read::search_sagas(&state.pool, page, at).await?;
+    let mut rows = read::search_sagas(&state.read_pool, page, at).await?;
     let more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
     let next_cursor = match rows.last() {
@@ -468,7 +468,7 @@ async fn load_saga(
     state: &AppState,
     saga_id: &str,
 ) -> Result<(SagaRow, Vec<StoredEvent>, Vec<EventRecord>), ApiError> {
-    let (saga, rows) = read::saga_with_events(&state.pool, saga_id)
+    let (saga, rows) = read::saga_with_events(&state.read_pool, saga_id)
         .await?
         .ok_or_else(|| ApiError::SagaNotFound(saga_id.to_owned()))?;
     let records = rows

@@ -194,7 +194,7 @@ pub async fn stats(
     RawQuery(query): RawQuery,
 ) -> Result<Json<StatsReport>, ApiError> {
     let (filter, top) = parse_stats(query.as_deref().unwrap_or(""))?;
-    let stats = insight::stats(&state.pool, &filter, state.stats_timeout).await?;
+    let stats = insight::stats(&state.read_pool, &filter, state.stats_timeout).await?;
     let steps: Vec<StepReport> = stats.steps.iter().map(step_report).collect();
     let top_failing_steps = steps
         .iter()
@@ -256,7 +256,7 @@ pub async fn saga_types(
     }
     p.finish(())?;
     let mut by_type: BTreeMap<String, SagaTypeCounts> = BTreeMap::new();
-    for (saga_type, status, n) in insight::counts_by_type(&state.pool).await? {
+    for (saga_type, status, n) in insight::counts_by_type(&state.read_pool).await? {
         let entry = by_type
             .entry(saga_type.clone())
             .or_insert_with(|| SagaTypeCounts {

@@ -1,13 +1,18 @@
 //! PostgreSQL: the connection pool, migrations, the batched ingest transaction ([`write`]),
 //! the queries behind the API ([`read`], and [`insight`] for statistics and gauges) and the
 //! removal of old sagas ([`retention`]), and the statistics rollups both keep exact
-//! ([`rollup`]).
+//! ([`rollup`]), and how far a read replica trails ([`replica`]).
+//!
+//! Two pools may exist: the primary (`database.url`) for everything that writes, and the
+//! read pool (`database.read_url`, [`connect_read_lazy`]) for the API's and the UI's
+//! queries — the same pool when no replica is configured.
 //!
 //! Only this module speaks SQL. It does not know about Kafka: the ingest loop hands it
 //! decoded events and gets back what to count.
 
 pub mod insight;
 pub mod read;
+pub mod replica;
 pub mod retention;
 pub mod rollup;
 pub mod rows;
@@ -25,24 +30,68 @@ use crate::config::{DatabaseSettings, DbSslMode};
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// Which of the configured databases a connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// `database.url`: ingest, migrations, retention (and every read without a replica).
+    Primary,
+    /// `database.read_url`: the API's, the UI's and the gauges' reads.
+    Replica,
+}
+
+impl Db {
+    /// The setting that names this database, for messages.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Primary => "database.url",
+            Self::Replica => "database.read_url",
+        }
+    }
+}
+
 /// Opens a pool lazily: the tracker starts (and `/healthz` answers) even while the database
 /// is down; readiness and the ingest loop report and retry instead.
 pub fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    connect_lazy_to(settings, Db::Primary)
+}
+
+/// The pool the read side uses: a lazy pool to `database.read_url`, or — without one — a
+/// handle to `primary` itself, so nothing changes when no replica is configured.
+pub fn connect_read_lazy(settings: &DatabaseSettings, primary: &PgPool) -> anyhow::Result<PgPool> {
+    if settings.read_url.is_none() {
+        return Ok(primary.clone());
+    }
+    connect_lazy_to(settings, Db::Replica)
+}
+
+fn connect_lazy_to(settings: &DatabaseSettings, db: Db) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(connect_options(settings)?))
+        .connect_lazy_with(connect_options_to(settings, db)?))
 }
 
 /// The URL, with `ssl_mode`, `ssl_root_cert` and the password from `password`/`password_file`
 /// laid over it.
 pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    connect_options_to(settings, Db::Primary)
+}
+
+/// As [`connect_options`], for `db` (`database.read_url` for [`Db::Replica`], which must be
+/// set).
+pub fn connect_options_to(settings: &DatabaseSettings, db: Db) -> anyhow::Result<PgConnectOptions> {
+    let url = match db {
+        Db::Primary => &settings.url,
+        Db::Replica => settings
+            .read_url
+            .as_ref()
+            .context("`database.read_url` is not set")?,
+    };
     // sqlx's parse error can quote the URL; the URL may hold a password: say only what is wrong.
-    let mut options: PgConnectOptions = settings
-        .url
+    let mut options: PgConnectOptions = url
         .expose_secret()
         .parse()
-        .map_err(|_| anyhow::anyhow!("`database.url` is not a valid PostgreSQL URL"))?;
+        .map_err(|_| anyhow::anyhow!("`{}` is not a valid PostgreSQL URL", db.key()))?;
     if let Some(mode) = settings.ssl_mode {
         options = options.ssl_mode(match mode {
             DbSslMode::Disable => PgSslMode::Disable,
@@ -76,8 +125,17 @@ pub enum ConnectCheck {
 /// kind is an error whose message names the setting to fix, so the process fails at start-up
 /// instead of retrying for ever; the second is reported and left to the lazy pool.
 pub async fn check_connection(settings: &DatabaseSettings) -> anyhow::Result<ConnectCheck> {
+    check_connection_to(settings, Db::Primary).await
+}
+
+/// As [`check_connection`], for `db`; the messages name `db`'s setting.
+pub async fn check_connection_to(
+    settings: &DatabaseSettings,
+    db: Db,
+) -> anyhow::Result<ConnectCheck> {
     use sqlx::{ConnectOptions, Connection};
-    let options = connect_options(settings)?;
+    let key = db.key();
+    let options = connect_options_to(settings, db)?;
     let attempt = tokio::time::timeout(
         Duration::from_millis(settings.acquire_timeout_ms.max(1000)),
         options.connect(),
@@ -108,28 +166,28 @@ pub async fn check_connection(settings: &DatabaseSettings) -> anyhow::Result<Con
         anyhow::bail!(
             "TLS to PostgreSQL failed ({mode}): {cause}. Check `database.ssl_root_cert` (the CA \
              that signed the server's certificate) and, for verify-full, that the host in \
-             `database.url` is a name the certificate carries"
+             `{key}` is a name the certificate carries"
         );
     }
     match &err {
         sqlx::Error::Tls(cause) => anyhow::bail!(
             "TLS to PostgreSQL failed ({mode}): {cause}. Check `database.ssl_root_cert` (the CA \
              that signed the server's certificate) and, for verify-full, that the host in \
-             `database.url` is a name the certificate carries"
+             `{key}` is a name the certificate carries"
         ),
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
+        sqlx::Error::Database(dbe) => {
+            let code = dbe.code().unwrap_or_default();
             match code.as_ref() {
                 // invalid_password, invalid_authorization_specification
                 "28P01" | "28000" => anyhow::bail!(
                     "PostgreSQL refused the login (SQLSTATE {code}): {}. Check the role in \
-                     `database.url` and `database.password` / `database.password_file`",
-                    db.message()
+                     `{key}` and `database.password` / `database.password_file`",
+                    dbe.message()
                 ),
                 // invalid_catalog_name: the database does not exist
                 "3D000" => anyhow::bail!(
-                    "PostgreSQL has no such database (SQLSTATE 3D000): {}. Check `database.url`",
-                    db.message()
+                    "PostgreSQL has no such database (SQLSTATE 3D000): {}. Check `{key}`",
+                    dbe.message()
                 ),
                 _ => Ok(ConnectCheck::Unreachable(format!("{err}"))),
             }

@@ -80,9 +80,9 @@ pub async fn page(
     };
     let daily = secs > 86_400;
     let (stats, gauges, volume) = tokio::join!(
-        insight::stats(&state.pool, &filter, state.stats_timeout),
-        insight::gauge_counts(&state.pool, &state.stuck, now),
-        insight::volume(&state.pool, since, daily),
+        insight::stats(&state.read_pool, &filter, state.stats_timeout),
+        insight::gauge_counts(&state.read_pool, &state.stuck, now),
+        insight::volume(&state.read_pool, since, daily),
     );
     let (stats, gauges, volume) = match (stats, gauges, volume) {
         (Ok(s), Ok(g), Ok(v)) => (s, g, v),

@@ -83,7 +83,7 @@ pub async fn page(
         Err(e) => return super::error_page(e),
     };
     let now = Utc::now().trunc_subsecs(6);
-    let (row, rows) = match read::saga_with_events(&state.pool, &id).await {
+    let (row, rows) = match read::saga_with_events(&state.read_pool, &id).await {
         Ok(Some(x)) => x,
         Ok(None) => return not_found(&viewer, &id),
         Err(e) => return super::error_page(e.into()),
@@ -150,7 +150,7 @@ pub async fn live(
         Err(e) => return e.into_response(),
     };
     let now = Utc::now().trunc_subsecs(6);
-    let current = match read::saga_row(&state.pool, &id).await {
+    let current = match read::saga_row(&state.read_pool, &id).await {
         Ok(Some(row)) => row,
         Ok(None) => return ApiError::SagaNotFound(id).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
@@ -164,7 +164,7 @@ pub async fn live(
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         // Row and events of one snapshot, so the fragment and its tag agree.
-        let (row, rows) = match read::saga_with_events(&state.pool, &id).await {
+        let (row, rows) = match read::saga_with_events(&state.read_pool, &id).await {
             Ok(Some(x)) => x,
             Ok(None) => return ApiError::SagaNotFound(id).into_response(),
             Err(e) => return ApiError::from(e).into_response(),

@@ -176,7 +176,7 @@ pub async fn page(
         }
         Err(e) => return super::error_page(e),
     };
-    let types = crate::store::insight::counts_by_type(&state.pool)
+    let types = crate::store::insight::counts_by_type(&state.read_pool)
         .await
         .map(|rows| {
             let mut t: Vec<String> = rows.into_iter().map(|(t, _, _)| t).collect();
@@ -459,7 +459,7 @@ pub async fn go(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
     if q.is_empty() || q.contains('\0') {
         return Redirect::to("/ui/sagas").into_response();
     }
-    match read::saga_exists(&state.pool, &q).await {
+    match read::saga_exists(&state.read_pool, &q).await {
         Ok(true) => return Redirect::to(&layout::saga_url(&q)).into_response(),
         Ok(false) => {}
         Err(e) => return super::error_page(e.into()),

@@ -124,6 +124,7 @@ pub fn settings_with(overrides: &[(&str, serde_json::Value)]) -> Settings {
 /// tracker: `/readyz` then does not wait for a consumer.
 pub async fn app_state(pool: PgPool, settings: Settings, consumer_enabled: bool) -> AppState {
     AppState {
+        read_pool: pool.clone(),
         pool,
         consumer: ConsumerHealth::default(),
         consumer_enabled,

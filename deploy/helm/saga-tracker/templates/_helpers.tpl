@@ -64,6 +64,15 @@ database-url
 {{- end }}
 {{- end }}
 
+{{/* The key of the read replica's URL in the database Secret, or nothing without one. */}}
+{{- define "saga-tracker.databaseReadSecretKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretReadKey }}
+{{- else if .Values.database.readUrl -}}
+database-read-url
+{{- end }}
+{{- end }}
+
 {{/* Where file settings ({secret, key}) are mounted; one directory per setting. */}}
 {{- define "saga-tracker.secretsDir" -}}
 /var/run/secrets/saga-tracker
