@@ -414,6 +414,11 @@ async fn avro_events_of_the_earlier_design_are_tracked_like_json_and_rejects_are
             e.extra
         );
     }
+    ensure!(
+        done.raw["traceIds"] == json!([trace]),
+        "saga traceIds: {}",
+        done.raw["traceIds"]
+    );
     let span = events
         .iter()
         .find(|e| e.step == "STOCK_RESERVED")
@@ -484,9 +489,10 @@ async fn avro_events_of_the_earlier_design_are_tracked_like_json_and_rejects_are
     );
     // Every lookup carried the credentials; each usable id was fetched once per process.
     ensure!(registry.unauthorized() == 0, "requests without credentials");
+    // Ids 7, 8 and 9, once each (8 is cached as a mismatch); 99 is asked again when seen.
     ensure!(
-        registry.served() <= 4,
-        "schemas fetched {} times: the cache by id does not hold",
+        registry.served() == 3,
+        "schemas served {} times: the cache by id does not hold",
         registry.served()
     );
     drop(tracker);
