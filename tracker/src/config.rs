@@ -1098,6 +1098,61 @@ mod tests {
     }
 
     #[test]
+    fn schema_registry_settings_are_validated_by_name() {
+        let rejected = |pairs: &[(&str, &str)]| {
+            let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
+            for (k, v) in pairs {
+                fig = fig.merge(Serialized::default(k, v));
+            }
+            Settings::from_figment(fig)
+                .expect_err("rejected")
+                .to_string()
+        };
+        let err = rejected(&[("schema_registry.url", "ftp://registry")]);
+        assert!(err.contains("`schema_registry.url`"), "{err}");
+        let err = rejected(&[
+            ("schema_registry.url", "http://registry.example:8081"),
+            ("schema_registry.username", "u"),
+            ("schema_registry.password", "hunter2-secret"),
+        ]);
+        assert!(err.contains("https://"), "{err}");
+        assert!(
+            !err.contains("hunter2-secret"),
+            "the password leaked: {err}"
+        );
+        let err = rejected(&[
+            ("schema_registry.url", "https://registry.example"),
+            ("schema_registry.username", "u"),
+        ]);
+        assert!(err.contains("must be set together"), "{err}");
+        let err = rejected(&[("schema_registry.username", "u")]);
+        assert!(err.contains("need `schema_registry.url`"), "{err}");
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("schema_registry.timeout_ms", 0));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("`schema_registry.timeout_ms`"), "{err}");
+        let err = rejected(&[("schema_registry.schemas.7", "/nonexistent/SagaTracker.avsc")]);
+        assert!(err.contains("`schema_registry.schemas.7`"), "{err}");
+        let err = rejected(&[("schema_registry.schemas.x7", "/etc/hostname")]);
+        assert!(err.contains("\"x7\""), "{err}");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default(
+                "schema_registry.url",
+                "http://127.0.0.1:8081",
+            ))
+            .merge(Serialized::default("schema_registry.username", "u"))
+            .merge(Serialized::default("schema_registry.password", "p"));
+        let s = Settings::from_figment(fig).expect("credentials over loopback http");
+        assert!(
+            !format!("{s:?}").contains("\"p\""),
+            "Debug shows the password"
+        );
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
             .merge(Serialized::default("ingest.batch_size", 0));
