@@ -3,6 +3,8 @@
 #
 #   - kafka-python, importable by python3: the independent Kafka client the end-to-end tests
 #     use to send legacy-shape and poison messages and to read the DLQ;
+#   - fastavro (pinned), importable by python3 too: the independent Avro encoder with which
+#     tests/python/produce_avro.py sends Confluent-framed events (tests/tests/avro.rs);
 #   - schemathesis (pinned), in a virtualenv of its own at $SCHEMATHESIS_VENV
 #     (default ~/.cache/saga-tracker/schemathesis-venv), for scripts/schemathesis.sh. A venv,
 #     so its many dependencies cannot upset the system python's packages;
@@ -33,6 +35,22 @@ if ! kafka_python_ok; then
     python3 -c 'import kafka' || die "kafka-python installed but cannot be imported by python3"
 fi
 log "kafka-python $(python3 -c 'import kafka; print(kafka.__version__)') is installed"
+
+fastavro_ok() {
+    python3 - "${FASTAVRO_REQUIREMENT#*==}" <<'PY' 2>/dev/null
+import sys
+import fastavro
+sys.exit(0 if fastavro.__version__ == sys.argv[1] else 1)
+PY
+}
+
+if ! fastavro_ok; then
+    log "installing $FASTAVRO_REQUIREMENT"
+    python3 -m pip install --quiet --disable-pip-version-check "$FASTAVRO_REQUIREMENT" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$FASTAVRO_REQUIREMENT"
+    fastavro_ok || die "$FASTAVRO_REQUIREMENT installed but python3 cannot import that version"
+fi
+log "fastavro ${FASTAVRO_REQUIREMENT#*==} is installed"
 
 # venv_install VENV REQUIREMENT CHECK — installs REQUIREMENT into its own virtualenv VENV
 # (created when missing) and fails unless the function CHECK then succeeds. Tools get their

@@ -24,6 +24,8 @@ PG_USER="${PG_USER:-postgres}"
 # The kafka-python version the scripts install when none is importable.
 # shellcheck disable=SC2034 # used by ensure-python.sh
 KAFKA_PYTHON_REQUIREMENT="kafka-python==3.0.12"
+# The independent Avro encoder of tests/tests/avro.rs (tests/python/produce_avro.py).
+FASTAVRO_REQUIREMENT="fastavro==1.12.2"
 
 _ts() { date -u +%H:%M:%S; }
 

@@ -287,7 +287,9 @@ impl ContractError {
 
     /// Stable reason code: `not_utf8`, `not_json`, `not_object`, `oversize`,
     /// `unsupported_schema_version`, `missing_field`, `wrong_type`, `invalid_value`,
-    /// `invalid_timestamp`, `metadata_too_large`, `key_mismatch`, `empty_message`.
+    /// `invalid_timestamp`, `metadata_too_large`, `key_mismatch`, `empty_message`, and for
+    /// Confluent-framed Avro (see [`AvroRejection`]) `avro_unknown_schema`,
+    /// `avro_schema_mismatch`, `avro_malformed`.
     pub fn reason(&self) -> &'static str {
         self.reason
     }
@@ -321,6 +323,39 @@ impl ContractError {
             Some("sagaId"),
             format!("message key {key:?} differs from sagaId {saga_id:?}"),
         )
+    }
+}
+
+/// Why a Confluent-framed Avro message (the earlier design's wire format) is not an event.
+/// The consumer decodes the Avro; the contract only names the outcome, so the reason codes
+/// stay one fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvroRejection {
+    /// The schema id in the frame is neither a local schema file nor known to the registry.
+    UnknownSchema,
+    /// The writer schema is not the `SagaTracker` record nor a compatible evolution of it.
+    SchemaMismatch,
+    /// The bytes do not decode with the writer schema (short frame, truncated or trailing
+    /// data, an invalid value).
+    Malformed,
+}
+
+impl AvroRejection {
+    /// The reason code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::UnknownSchema => "avro_unknown_schema",
+            Self::SchemaMismatch => "avro_schema_mismatch",
+            Self::Malformed => "avro_malformed",
+        }
+    }
+}
+
+impl ContractError {
+    /// A Confluent-framed Avro message that cannot become an event (raised by the consumer,
+    /// which resolves schemas and decodes Avro).
+    pub fn avro(why: AvroRejection, detail: impl Into<String>) -> Self {
+        Self::new(why.reason(), None, detail)
     }
 }
 
@@ -375,6 +410,16 @@ pub fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<SagaEvent, ContractErr
         return Err(ContractError::missing("schemaVersion"));
     };
     event.validate(now)
+}
+
+/// Maps and validates one event already parsed into the legacy shape (see [`decode`]'s
+/// legacy branch). The consumer's Avro decoder turns each `SagaTracker` record into this
+/// JSON object, so Avro and legacy JSON share one mapping.
+pub fn decode_legacy(
+    obj: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<SagaEvent, ContractError> {
+    from_legacy(obj)?.validate(now)
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -557,14 +602,20 @@ fn from_v1(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
 /// Namespace for the deterministic ids given to legacy events that carry no `eventId`.
 const LEGACY_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_4e8f_a1c3_5d7e_9f0b_2c4e);
 
+/// `service` of a legacy event that names none, neither at the top level nor as
+/// `producerService` in its metadata.
+pub const LEGACY_UNKNOWN_SERVICE: &str = "unknown";
+
 /// Maps the earlier Kotlin/Avro shape onto v1.
 ///
 /// Legacy `status` is the saga status as of this step, so it becomes `sagaStatus`, and the
 /// step status is derived from it: `STARTED`→`STARTED`, `IN_PROGRESS`/`COMPLETED`→`SUCCEEDED`,
 /// `FAILED`→`FAILED`, `COMPENSATED`→`COMPENSATED`. `eventTimestamp` (or, failing that,
 /// `recordedAt`) in epoch millis becomes `occurredAt`; `metadata` is a JSON string holding an
-/// object. A legacy event without `eventId` gets a UUIDv5 of its content, so redelivery of the
-/// same legacy message is still deduplicated.
+/// object. Absent top-level `service`, `traceId` and `spanId` are taken from the metadata's
+/// `producerService`, `traceId` and `spanId` (where the earlier SDK put them). A legacy event
+/// without `eventId` gets a UUIDv5 of its content, so redelivery of the same legacy message is
+/// still deduplicated.
 fn from_legacy(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
     let f = Fields(obj);
     let status_raw = f.str("status")?;
@@ -608,16 +659,49 @@ fn from_legacy(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
     let saga_id = f.str("sagaId")?.to_owned();
     let saga_type = f.str("sagaType")?.to_owned();
     let step = f.str("step")?.to_owned();
-    let service = f.opt_str("service")?.unwrap_or("unknown").to_owned();
+    let top_service = f.opt_str("service")?;
+    // The earlier SDK (`KafkaSagaTrackerClient`) has no `service` field: it writes
+    // `producerService`, `traceId` and `spanId` into the metadata JSON instead. Without this
+    // fallback its events would all belong to `unknown`.
+    let from_metadata = |key: &str| {
+        metadata
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+    };
+    let service = match top_service {
+        Some(s) => s.to_owned(),
+        None => from_metadata("producerService")
+            .filter(|s| check_len("service", s, MAX_ID_CHARS).is_ok())
+            .unwrap_or(LEGACY_UNKNOWN_SERVICE)
+            .to_owned(),
+    };
     let event_id = match f.opt_str("eventId")? {
         Some(id) => id.to_owned(),
         None => {
+            // The top-level service (not the metadata fallback) keeps the ids of legacy
+            // events stored before the fallback existed unchanged, so replays still dedupe.
             let fingerprint = format!(
-                "{saga_id}\u{1f}{saga_type}\u{1f}{step}\u{1f}{status_raw}\u{1f}{}\u{1f}{service}",
-                occurred_ms.1
+                "{saga_id}\u{1f}{saga_type}\u{1f}{step}\u{1f}{status_raw}\u{1f}{}\u{1f}{}",
+                occurred_ms.1,
+                top_service.unwrap_or(LEGACY_UNKNOWN_SERVICE)
             );
             Uuid::new_v5(&LEGACY_EVENT_NAMESPACE, fingerprint.as_bytes()).to_string()
         }
+    };
+    // Metadata trace ids are free-form: only a well-formed, non-zero W3C id is taken (the
+    // top-level fields, when present, are checked strictly by `validate`).
+    let metadata_id = |key: &'static str, digits: usize| {
+        from_metadata(key)
+            .and_then(|v| check_hex_id(key, Some(v.to_owned()), digits).ok().flatten())
+    };
+    let trace_id = match f.opt_str("traceId")? {
+        Some(t) => Some(t.to_owned()),
+        None => metadata_id("traceId", 32),
+    };
+    let span_id = match f.opt_str("spanId")? {
+        Some(t) => Some(t.to_owned()),
+        None => metadata_id("spanId", 16),
     };
     let error = match (f.opt_str("errorCode")?, f.opt_str("errorMessage")?) {
         (None, None) => parse_error(&f)?,
@@ -638,8 +722,8 @@ fn from_legacy(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
         service,
         sequence: f.opt_i64("sequence")?,
         business_key: f.opt_str("orderId")?.map(str::to_owned),
-        trace_id: f.opt_str("traceId")?.map(str::to_owned),
-        span_id: f.opt_str("spanId")?.map(str::to_owned),
+        trace_id,
+        span_id,
         error,
         metadata,
     })
@@ -1026,6 +1110,117 @@ mod tests {
         // Deterministic id: the same legacy message decodes to the same eventId.
         let again = decode_value(&legacy).expect("legacy accepted");
         assert_eq!(e.event_id, again.event_id);
+    }
+
+    /// What the earlier SDK's `KafkaSagaTrackerClient` sends: no `service`, the producer and
+    /// the trace ids inside the metadata JSON.
+    fn legacy_from_the_earlier_sdk(metadata: Value) -> Value {
+        json!({
+            "eventId": "3f0c1a9e-2b7d-4c55-9e41-0d8a6b2f7c10",
+            "sagaId": "legacy-sdk-1",
+            "sagaType": "ORDER_CREATION",
+            "step": "STOCK_RESERVED",
+            "status": "IN_PROGRESS",
+            "orderId": "8812",
+            "eventTimestamp": 1_763_726_400_000_i64,
+            "recordedAt": 1_763_726_400_100_i64,
+            "metadata": metadata.to_string(),
+        })
+    }
+
+    #[test]
+    fn legacy_events_take_service_and_trace_ids_from_their_metadata() {
+        let legacy = legacy_from_the_earlier_sdk(json!({
+            "producerService": "stock-service",
+            "producerTimestamp": 1_763_726_400_000_i64,
+            "traceId": "4BF92F3577B34DA6A3CE929D0E0E4736",
+            "spanId": "00f067aa0ba902b7",
+            "warehouse": "north",
+        }));
+        let e = decode_value(&legacy).expect("legacy accepted");
+        assert_eq!(e.service, "stock-service");
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(e.span_id.as_deref(), Some("00f067aa0ba902b7"));
+        // The metadata itself is kept whole.
+        let m = e.metadata.expect("metadata kept");
+        assert_eq!(m.get("producerService"), Some(&json!("stock-service")));
+        assert_eq!(m.get("warehouse"), Some(&json!("north")));
+    }
+
+    #[test]
+    fn top_level_service_and_trace_ids_win_over_the_metadata_keys() {
+        let mut legacy = legacy_from_the_earlier_sdk(json!({
+            "producerService": "from-metadata",
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "spanId": "00f067aa0ba902b7",
+        }));
+        legacy["service"] = json!("top-level");
+        legacy["traceId"] = json!("0af7651916cd43dd8448eb211c80319c");
+        legacy["spanId"] = json!("b7ad6b7169203331");
+        let e = decode_value(&legacy).expect("legacy accepted");
+        assert_eq!(e.service, "top-level");
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(e.span_id.as_deref(), Some("b7ad6b7169203331"));
+    }
+
+    #[test]
+    fn malformed_metadata_trace_ids_and_services_are_ignored_not_rejected() {
+        // Metadata is free-form: a 64-bit (16-digit) trace id of an older tracer, a blank or
+        // overlong producer name must not dead-letter an otherwise valid event.
+        for metadata in [
+            json!({"producerService": "", "traceId": "463ac35c9f6413ad", "spanId": "xyz"}),
+            json!({"producerService": "x".repeat(200), "traceId": 42}),
+            json!({"producerService": 7, "traceId": "00000000000000000000000000000000"}),
+        ] {
+            let e = decode_value(&legacy_from_the_earlier_sdk(metadata.clone()))
+                .unwrap_or_else(|err| panic!("{metadata} rejected: {err}"));
+            assert_eq!(e.service, LEGACY_UNKNOWN_SERVICE, "{metadata}");
+            assert_eq!((e.trace_id, e.span_id), (None, None), "{metadata}");
+        }
+    }
+
+    #[test]
+    fn the_metadata_fallback_leaves_legacy_event_ids_unchanged() {
+        // Ids derived before the fallback existed used `unknown`; a replay must dedupe.
+        let mut without = legacy_from_the_earlier_sdk(json!({}));
+        without.as_object_mut().map(|o| o.remove("eventId"));
+        let mut with = legacy_from_the_earlier_sdk(json!({"producerService": "stock-service"}));
+        with.as_object_mut().map(|o| o.remove("eventId"));
+        let a = decode_value(&without).expect("accepted");
+        let b = decode_value(&with).expect("accepted");
+        assert_eq!(
+            (a.service.as_str(), b.service.as_str()),
+            ("unknown", "stock-service")
+        );
+        assert_eq!(a.event_id, b.event_id);
+    }
+
+    #[test]
+    fn decode_legacy_is_the_legacy_branch_of_decode() {
+        let legacy = legacy_from_the_earlier_sdk(json!({"producerService": "stock-service"}));
+        let obj = legacy.as_object().expect("an object");
+        assert_eq!(
+            decode_legacy(obj, now()).expect("accepted"),
+            decode_value(&legacy).expect("accepted")
+        );
+    }
+
+    #[test]
+    fn avro_rejections_have_their_own_reason_codes() {
+        for (why, reason) in [
+            (AvroRejection::UnknownSchema, "avro_unknown_schema"),
+            (AvroRejection::SchemaMismatch, "avro_schema_mismatch"),
+            (AvroRejection::Malformed, "avro_malformed"),
+        ] {
+            let e = ContractError::avro(why, "detail");
+            assert_eq!((e.reason(), e.field()), (reason, None));
+        }
     }
 
     #[test]

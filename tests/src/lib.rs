@@ -14,6 +14,8 @@
 //!   graceful SIGTERM stop that reports the exit status.
 //! - [`PgProxy`] — a TCP forwarder to the PostgreSQL server that a test can cut, to make
 //!   one tracker's database unreachable without touching the server other tests share.
+//! - [`schema_registry::SchemaRegistryStandIn`] — a Confluent Schema Registry stand-in
+//!   (`GET /schemas/ids/{id}`, basic auth, switchable 503s) for the Avro tests.
 //! - [`poll_until`] — the one bounded polling loop every "eventually" assertion goes through.
 //! - [`metric_value`] — reads one series (or the sum of several) from Prometheus text.
 //!
@@ -25,6 +27,7 @@ pub mod otel;
 pub mod pg;
 pub mod pki;
 pub mod replica;
+pub mod schema_registry;
 
 use std::fmt;
 use std::fs::File;
@@ -1266,12 +1269,22 @@ pub fn python_dir() -> PathBuf {
 /// Produces JSON-lines `records` with `tests/python/produce.py` (kafka-python): every record
 /// is acknowledged or this fails with the script's output.
 pub async fn python_produce(brokers: &str, topic: &str, records: &[Value]) -> anyhow::Result<()> {
+    run_producer_script("produce.py", brokers, topic, records).await
+}
+
+/// Runs `tests/python/<script>` with `records` as JSON lines on stdin.
+async fn run_producer_script(
+    script_name: &str,
+    brokers: &str,
+    topic: &str,
+    records: &[Value],
+) -> anyhow::Result<()> {
     let mut input = String::new();
     for r in records {
         input.push_str(&r.to_string());
         input.push('\n');
     }
-    let script = python_dir().join("produce.py");
+    let script = python_dir().join(script_name);
     let mut child = tokio::process::Command::new("python3")
         .arg(&script)
         .args(["--brokers", brokers, "--topic", topic, "-"])
@@ -1280,24 +1293,41 @@ pub async fn python_produce(brokers: &str, topic: &str, records: &[Value]) -> an
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("running python3 tests/python/produce.py (is python3 installed?)")?;
+        .with_context(|| {
+            format!("running python3 tests/python/{script_name} (is python3 installed?)")
+        })?;
     {
         use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().context("produce.py stdin")?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .with_context(|| format!("{script_name} stdin"))?;
         stdin.write_all(input.as_bytes()).await?;
         stdin.shutdown().await?;
     }
     let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
-        .context("produce.py did not finish within 120 s")??;
+        .with_context(|| format!("{script_name} did not finish within 120 s"))??;
     ensure!(
         out.status.success(),
-        "produce.py failed with {} (kafka-python missing? run scripts/ensure-python.sh):\n{}{}",
+        "{script_name} failed with {} (kafka-python or fastavro missing? run \
+         scripts/ensure-python.sh):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// Produces JSON-lines `records` with `tests/python/produce_avro.py` (fastavro and
+/// kafka-python, framing Avro as Confluent's serializer does; see the script for the record
+/// forms): every record is acknowledged or this fails with the script's output.
+pub async fn python_produce_avro(
+    brokers: &str,
+    topic: &str,
+    records: &[Value],
+) -> anyhow::Result<()> {
+    run_producer_script("produce_avro.py", brokers, topic, records).await
 }
 
 /// A record read back by `tests/python/consume.py`.

@@ -33,6 +33,10 @@ pub struct Settings {
     pub stuck: StuckSettings,
     pub retention: RetentionSettings,
     pub ui: UiSettings,
+    /// Where the writer schemas of Confluent-framed Avro events come from (see
+    /// [`crate::ingest::avro`]). Absent from older configuration files: off.
+    #[serde(default)]
+    pub schema_registry: SchemaRegistrySettings,
     /// The merged sources (defaults, file, environment) as read, before typing: what
     /// `GET /api/v1/admin/config` shows, and only ever through
     /// [`crate::api::admin::redacted`]. Untyped on purpose, so a setting added later is shown
@@ -664,6 +668,141 @@ impl TelemetrySettings {
     }
 }
 
+/// `[schema_registry]`: writer schemas for Confluent-framed Avro events (magic byte 0, a
+/// 4-byte schema id, Avro binary), the earlier design's wire format. Local `.avsc` files are
+/// looked up first, then the registry; with neither, an Avro message is dead-lettered as
+/// `avro_unknown_schema`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySettings {
+    /// Base URL of a Confluent-compatible Schema Registry (`GET {url}/schemas/ids/{id}`).
+    /// Empty: no registry, only `schemas`.
+    pub url: String,
+    /// Basic-auth user (Confluent Cloud: the API key). Empty: no authentication.
+    pub username: String,
+    /// Basic-auth password (Confluent Cloud: the API secret)…
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// …or read from this file (one trailing newline ignored), e.g. a mounted Secret.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA bundle the registry's certificate must chain to, added to the platform's
+    /// trust store (a private CA). Empty: the platform's trust store only.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Longest one schema lookup may take before it counts as failed (and is retried).
+    pub timeout_ms: u64,
+    /// Local writer schemas by id, looked up before the registry: `"7" =
+    /// "/etc/saga-tracker/sagatracker-v1.avsc"`. For registries the tracker cannot reach.
+    #[serde(default)]
+    pub schemas: BTreeMap<String, PathBuf>,
+}
+
+impl Default for SchemaRegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            username: String::new(),
+            password: None,
+            password_file: None,
+            ssl_root_cert: None,
+            timeout_ms: 5000,
+            schemas: BTreeMap::new(),
+        }
+    }
+}
+
+impl SchemaRegistrySettings {
+    /// The password from `password` or `password_file`, if either is set.
+    pub fn resolved_password(&self) -> anyhow::Result<Option<SecretString>> {
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => bail!(
+                "invalid configuration: `schema_registry.password_file` cannot be set together \
+                 with `schema_registry.password`"
+            ),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(path)) => {
+                let secret = saga_tracker_sdk::security::read_secret_file("password_file", path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "invalid configuration: `schema_registry.{}` {}",
+                            e.field,
+                            e.reason
+                        )
+                    })?;
+                Ok(Some(SecretString::from(secret.expose().to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `schemas` with their ids parsed.
+    pub fn local_schemas(&self) -> anyhow::Result<BTreeMap<u32, PathBuf>> {
+        self.schemas
+            .iter()
+            .map(|(id, path)| {
+                let parsed = id.trim().parse::<u32>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid configuration: `schema_registry.schemas` key {id:?} must be a \
+                         schema id (an integer from 0 to 4294967295)"
+                    )
+                })?;
+                Ok((parsed, path.clone()))
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = self.url.trim();
+        let credentials =
+            !self.username.is_empty() || self.password.is_some() || self.password_file.is_some();
+        if !url.is_empty() {
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                anyhow::anyhow!("invalid configuration: `schema_registry.url` is not a URL ({e})")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("invalid configuration: `schema_registry.url` must be an http:// or https:// URL");
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                bail!("invalid configuration: `schema_registry.url` must not carry credentials; use `schema_registry.username` and `schema_registry.password_file`");
+            }
+            // Basic auth sends the password with every request: only over TLS, or to a
+            // registry on this host.
+            let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if credentials && parsed.scheme() == "http" && !loopback {
+                bail!("invalid configuration: `schema_registry.url` must be https:// when `schema_registry.username` or a password is set (plain http only on loopback)");
+            }
+        } else if credentials || self.ssl_root_cert.is_some() {
+            bail!("invalid configuration: `schema_registry.username`, `password`, `password_file` and `ssl_root_cert` need `schema_registry.url`");
+        }
+        if self.username.is_empty() != self.resolved_password()?.is_none() {
+            bail!("invalid configuration: `schema_registry.username` and a password (`schema_registry.password` or `password_file`) must be set together");
+        }
+        if let Some(path) = &self.ssl_root_cert {
+            std::fs::File::open(path).with_context(|| {
+                format!(
+                    "invalid configuration: `schema_registry.ssl_root_cert` ({}) cannot be read",
+                    path.display()
+                )
+            })?;
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            bail!(
+                "invalid configuration: `schema_registry.timeout_ms` must be between 1 and 60000"
+            );
+        }
+        for (id, path) in self.local_schemas()? {
+            std::fs::File::open(&path).with_context(|| {
+                format!(
+                    "invalid configuration: `schema_registry.schemas.{id}` ({}) cannot be read",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// `[ui]`: the Saga Explorer served under `/ui` (see [`crate::ui`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -889,6 +1028,7 @@ impl Settings {
         }
         self.http.validate()?;
         self.auth.validate()?;
+        self.schema_registry.validate()?;
         let day = 86_400;
         let year = 365 * day;
         if !(1..=year).contains(&self.stuck.default_threshold_secs) {
@@ -1007,6 +1147,61 @@ mod tests {
             .to_string();
         assert!(err.contains("database.read_url"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn schema_registry_settings_are_validated_by_name() {
+        let rejected = |pairs: &[(&str, &str)]| {
+            let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
+            for (k, v) in pairs {
+                fig = fig.merge(Serialized::default(k, v));
+            }
+            Settings::from_figment(fig)
+                .expect_err("rejected")
+                .to_string()
+        };
+        let err = rejected(&[("schema_registry.url", "ftp://registry")]);
+        assert!(err.contains("`schema_registry.url`"), "{err}");
+        let err = rejected(&[
+            ("schema_registry.url", "http://registry.example:8081"),
+            ("schema_registry.username", "u"),
+            ("schema_registry.password", "hunter2-secret"),
+        ]);
+        assert!(err.contains("https://"), "{err}");
+        assert!(
+            !err.contains("hunter2-secret"),
+            "the password leaked: {err}"
+        );
+        let err = rejected(&[
+            ("schema_registry.url", "https://registry.example"),
+            ("schema_registry.username", "u"),
+        ]);
+        assert!(err.contains("must be set together"), "{err}");
+        let err = rejected(&[("schema_registry.username", "u")]);
+        assert!(err.contains("need `schema_registry.url`"), "{err}");
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default("schema_registry.timeout_ms", 0));
+        let err = Settings::from_figment(fig)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("`schema_registry.timeout_ms`"), "{err}");
+        let err = rejected(&[("schema_registry.schemas.7", "/nonexistent/SagaTracker.avsc")]);
+        assert!(err.contains("`schema_registry.schemas.7`"), "{err}");
+        let err = rejected(&[("schema_registry.schemas.x7", "/etc/hostname")]);
+        assert!(err.contains("\"x7\""), "{err}");
+
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .merge(Serialized::default(
+                "schema_registry.url",
+                "http://127.0.0.1:8081",
+            ))
+            .merge(Serialized::default("schema_registry.username", "u"))
+            .merge(Serialized::default("schema_registry.password", "p"));
+        let s = Settings::from_figment(fig).expect("credentials over loopback http");
+        assert!(
+            !format!("{s:?}").contains("\"p\""),
+            "Debug shows the password"
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ struct Inner {
     running: AtomicBool,
     /// The last database write failed and the loop is retrying.
     db_failing: AtomicBool,
+    /// The last Schema Registry lookup failed (unreachable, timeout, 5xx, credentials) and
+    /// the loop is retrying it; Avro events wait meanwhile.
+    schema_registry_failing: AtomicBool,
     /// Wall clock (unix ms) of the last successful poll of the broker (a message or an empty
     /// poll both count): a stale value means the loop is wedged.
     last_poll_unix_ms: AtomicI64,
@@ -42,6 +45,16 @@ impl ConsumerHealth {
 
     pub fn db_failing(&self) -> bool {
         self.inner.db_failing.load(Ordering::SeqCst)
+    }
+
+    pub fn set_schema_registry_failing(&self, failing: bool) {
+        self.inner
+            .schema_registry_failing
+            .store(failing, Ordering::SeqCst);
+    }
+
+    pub fn schema_registry_failing(&self) -> bool {
+        self.inner.schema_registry_failing.load(Ordering::SeqCst)
     }
 
     pub fn mark_polled(&self) {

@@ -23,6 +23,7 @@ pub const DLQ_MESSAGES: &str = "saga_tracker_dlq_messages_total";
 pub const BATCH_SIZE: &str = "saga_tracker_batch_size";
 pub const DB_WRITE_SECONDS: &str = "saga_tracker_db_write_seconds";
 pub const DB_WRITE_ERRORS: &str = "saga_tracker_db_write_errors_total";
+pub const SCHEMA_REGISTRY_LOOKUPS: &str = "saga_tracker_schema_registry_lookups_total";
 pub const VISIBILITY_LAG_SECONDS: &str = "saga_tracker_visibility_lag_seconds";
 pub const SAGAS_STARTED: &str = "saga_tracker_sagas_started_total";
 pub const SAGAS_COMPLETED: &str = "saga_tracker_sagas_completed_total";
@@ -112,6 +113,10 @@ fn describe() {
         "Messages sent to the dead-letter topic, by reason"
     );
     describe_histogram!(BATCH_SIZE, Unit::Count, "Messages per ingest batch");
+    describe_counter!(
+        SCHEMA_REGISTRY_LOOKUPS,
+        "Schema Registry lookups of Avro writer schemas by id, by result: found, mismatch, not_found, error (retried; Avro events wait)"
+    );
     describe_histogram!(
         DB_WRITE_SECONDS,
         Unit::Seconds,
@@ -407,6 +412,12 @@ pub fn dead_lettered(reason: &'static str) {
 /// Messages between this replica's position and the log end of one partition.
 pub fn consumer_lag(partition: i32, lag: i64) {
     gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
+}
+
+/// One Schema Registry lookup of a writer schema by id, by `result`: `found`, `mismatch`
+/// (not a `SagaTracker` schema), `not_found`, or `error` (no answer; retried).
+pub fn schema_registry_lookup(result: &'static str) {
+    counter!(SCHEMA_REGISTRY_LOOKUPS, "result" => result).increment(1);
 }
 
 pub fn db_write_failed() {

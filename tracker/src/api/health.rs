@@ -214,6 +214,9 @@ fn consumer_check(state: &AppState) -> Check {
     if c.db_failing() {
         return Check::fail("consumer cannot write to the database");
     }
+    if c.schema_registry_failing() {
+        return Check::fail("consumer cannot reach the Schema Registry (Avro events wait)");
+    }
     if let Some(failure) = c.broker_security_failure() {
         // The failure names what failed (TLS or SASL) without any secret; the full
         // explanation is in the log.

@@ -22,6 +22,7 @@
 //! This module decodes with the SDK's contract and writes through `store`; it never builds
 //! SQL and never touches HTTP.
 
+pub mod avro;
 pub mod client;
 pub mod dlq;
 pub mod topics;
@@ -47,6 +48,7 @@ use crate::health::ConsumerHealth;
 use crate::metrics;
 use crate::metrics::CommittedBatch;
 use crate::store::write::{is_permanent, write_batch_traced, IncomingEvent, KafkaSource};
+use avro::{AvroDecoder, BatchSchemas};
 use dlq::DeadLetters;
 
 /// Commits stored offsets synchronously before partitions are taken away, so the next owner
@@ -159,6 +161,8 @@ async fn close_consumer(consumer: StreamConsumer<IngestContext>, timeout: Durati
 pub struct Ingestor {
     consumer: StreamConsumer<IngestContext>,
     dead_letters: DeadLetters,
+    /// Writer schemas and decoding of Confluent-framed Avro messages.
+    avro: AvroDecoder,
     pool: PgPool,
     settings: Settings,
     health: ConsumerHealth,
@@ -245,6 +249,7 @@ impl Ingestor {
         Ok(Self {
             consumer,
             dead_letters: DeadLetters::new(k)?,
+            avro: AvroDecoder::new(&settings.schema_registry)?,
             pool,
             settings: settings.clone(),
             health,
@@ -386,6 +391,7 @@ impl Ingestor {
         trace_id: Option<&str>,
         shutdown: &CancellationToken,
     ) -> Result<BatchCounts, Abandoned> {
+        let schemas = self.resolve_schemas(batch, shutdown).await?;
         let now = Utc::now();
         let mut valid = Vec::with_capacity(batch.len());
         let mut valid_msgs: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
@@ -398,7 +404,7 @@ impl Ingestor {
         );
         decode.in_scope(|| {
             for msg in batch {
-                match decode_message(msg, now) {
+                match decode_message(msg, now, &self.avro, &schemas) {
                     Ok(event) => {
                         valid.push(IncomingEvent {
                             event,
@@ -625,6 +631,53 @@ impl Ingestor {
         span
     }
 
+    /// Finds the writer schema of every Confluent-framed message of the batch before it is
+    /// decoded. A registry that cannot answer is retried like the database — the batch
+    /// waits, `/readyz` says why, nothing is dead-lettered — because the messages are not at
+    /// fault; a shutdown meanwhile abandons the batch without storing its offsets.
+    async fn resolve_schemas(
+        &self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<BatchSchemas, Abandoned> {
+        let ids = AvroDecoder::framed_ids(batch.iter().map(|m| m.payload().unwrap_or_default()));
+        let mut schemas = BatchSchemas::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(schemas);
+        }
+        let span = tracing::info_span!("ingest.resolve_schemas", schema_ids = ids.len() as i64);
+        async {
+            for id in ids {
+                let (verdict, source) = self
+                    .retry(shutdown, "Schema Registry lookup", || async move {
+                        let found = self.avro.writer_schema(id).await;
+                        if found.is_err() {
+                            self.health.set_schema_registry_failing(true);
+                            metrics::schema_registry_lookup("error");
+                        }
+                        found
+                    })
+                    .await?;
+                if source == avro::Source::Registry {
+                    self.health.set_schema_registry_failing(false);
+                    metrics::schema_registry_lookup(match verdict {
+                        avro::WriterSchema::Usable(_) => "found",
+                        avro::WriterSchema::Mismatch(_) => "mismatch",
+                        avro::WriterSchema::Unknown => "not_found",
+                    });
+                    tracing::info!(
+                        schema_id = id,
+                        "writer schema fetched from the Schema Registry"
+                    );
+                }
+                schemas.insert(id, verdict);
+            }
+            Ok(schemas)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Retries `op` with capped exponential backoff until it succeeds or shutdown is requested.
     async fn retry<T, F, Fut>(
         &self,
@@ -681,15 +734,22 @@ impl Ingestor {
     }
 }
 
-/// Decodes one message, applying the key rule: a message key, when present, must equal the
-/// event's `sagaId` (it decides the partition, and a mismatch means an emitter mixes up
-/// ids); a missing key is accepted because ordering never affects the result.
+/// Decodes one message — Confluent-framed Avro (first byte 0, its writer schema looked up
+/// in `schemas` beforehand) or JSON — applying the key rule: a message key, when present,
+/// must equal the event's `sagaId` (it decides the partition, and a mismatch means an emitter
+/// mixes up ids); a missing key is accepted because ordering never affects the result.
 pub fn decode_message(
     msg: &OwnedMessage,
     now: chrono::DateTime<Utc>,
+    avro: &AvroDecoder,
+    schemas: &BatchSchemas,
 ) -> Result<contract::SagaEvent, ContractError> {
     let payload = msg.payload().unwrap_or_default();
-    let event = contract::decode(payload, now)?;
+    let event = if avro::framed_schema_id(payload).is_some() {
+        avro.decode(payload, schemas, now)?
+    } else {
+        contract::decode(payload, now)?
+    };
     if let Some(key) = msg.key() {
         if key != event.saga_id.as_bytes() {
             return Err(ContractError::key_mismatch(

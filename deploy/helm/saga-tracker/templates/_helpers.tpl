@@ -101,6 +101,13 @@ cannot half-configure it.
 {{- if $v.auth.enabled -}}
 {{- $candidates = append $candidates (list "auth-api-keys" "TRACKER_AUTH__API_KEYS_FILE" $v.auth.apiKeysFile) -}}
 {{- end -}}
+{{- if $v.schemaRegistry.url -}}
+{{- $candidates = append $candidates (list "schema-registry-password" "TRACKER_SCHEMA_REGISTRY__PASSWORD_FILE" $v.schemaRegistry.passwordFile) -}}
+{{- $candidates = append $candidates (list "schema-registry-ca" "TRACKER_SCHEMA_REGISTRY__SSL_ROOT_CERT" $v.schemaRegistry.sslRootCert) -}}
+{{- end -}}
+{{- range $id, $file := $v.schemaRegistry.schemas -}}
+{{- $candidates = append $candidates (list (printf "schema-registry-schema-%s" $id) (printf "TRACKER_SCHEMA_REGISTRY__SCHEMAS__%s" $id) $file) -}}
+{{- end -}}
 {{- $files := list -}}
 {{- range $candidates -}}
 {{- $file := index . 2 | default dict -}}
@@ -129,6 +136,14 @@ keeps the tracker's own default.
   value: {{ . | quote }}
 - name: TRACKER_KAFKA__SASL__USERNAME
   value: {{ $v.kafka.sasl.username | quote }}
+{{- end }}
+{{- with $v.schemaRegistry.url }}
+- name: TRACKER_SCHEMA_REGISTRY__URL
+  value: {{ . | quote }}
+{{- with $v.schemaRegistry.username }}
+- name: TRACKER_SCHEMA_REGISTRY__USERNAME
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- with $v.database.sslMode }}
 - name: TRACKER_DATABASE__SSL_MODE
