@@ -49,14 +49,14 @@ Examples:
 pub enum SagasCommand {
     /// Search sagas with the API's filters: an aligned table, or JSON for scripts.
     #[command(after_help = SEARCH_EXAMPLES)]
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// One saga: facts, stuck verdict, failure and compensation, a to-scale step timeline
     /// and its events.
     #[command(after_help = SHOW_EXAMPLES)]
     Show(ShowArgs),
     /// Write every saga a search matches to a file (NDJSON or CSV), with a progress bar.
     #[command(after_help = EXPORT_EXAMPLES)]
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
 }
 
 /// The filters of `GET /api/v1/sagas` (and of the export), named like the API's
@@ -293,9 +293,9 @@ pub struct ExportArgs {
 pub async fn run(command: SagasCommand, api: ApiArgs, out: Output) -> anyhow::Result<()> {
     let client = ApiClient::new(&api)?;
     match command {
-        SagasCommand::Search(args) => search(&client, args, out).await,
+        SagasCommand::Search(args) => search(&client, *args, out).await,
         SagasCommand::Show(args) => show(&client, args, out).await,
-        SagasCommand::Export(args) => export(&client, args, out).await,
+        SagasCommand::Export(args) => export(&client, *args, out).await,
     }
 }
 
