@@ -15,6 +15,7 @@
 //!   as the API.
 //! - [`background`] — the periodic jobs beside the consumer: the database-derived gauges
 //!   and retention.
+//! - [`humanize`] — durations, instants and stuck reasons in words, for the UI and the CLI.
 //! - [`metrics`] — every exported metric in one place; [`telemetry`] — logging.
 //! - [`health`] — what the consumer reports and `/readyz` reads.
 //! - [`app`] — wires it together: `Application::build` binds its listener (port 0 in tests)
@@ -33,6 +34,7 @@ pub mod config;
 pub mod demo;
 pub mod dev;
 pub mod health;
+pub mod humanize;
 pub mod ingest;
 pub mod metrics;
 pub mod store;

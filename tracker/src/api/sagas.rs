@@ -45,9 +45,12 @@ pub const METADATA_PREFIX: &str = "meta.";
 // ---------------------------------------------------------------------------------------
 // Response bodies
 // ---------------------------------------------------------------------------------------
+//
+// They also derive `Deserialize`: the command line (`saga-tracker sagas …`) reads the API's
+// answers into these same types, so client and server cannot drift apart.
 
 /// One page of search results.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaPage {
     /// Sagas in listing order: the `sort` time (`startedAt` by default) descending, then
@@ -58,7 +61,7 @@ pub struct SagaPage {
 }
 
 /// A saga's derived state: one row of the tracker's `sagas` table.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaSummary {
     /// The saga id chosen by the emitters.
@@ -104,7 +107,7 @@ pub struct SagaSummary {
 }
 
 /// Why and since when a saga is stuck (see the `[stuck]` configuration).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StuckView {
     /// When the saga became stuck: its reference time (last event, failure, or compensation
@@ -127,7 +130,7 @@ impl From<Stuck> for StuckView {
 }
 
 /// A failure reason: `{code, message}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorInfo {
     #[schema(example = "INSUFFICIENT_FUNDS")]
     pub code: String,
@@ -135,7 +138,7 @@ pub struct ErrorInfo {
 }
 
 /// A saga with its step timeline.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaDetail {
     #[serde(flatten)]
@@ -158,7 +161,7 @@ pub struct SagaDetail {
 }
 
 /// The saga's compensation as a whole and step by step.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompensationSummary {
     /// When compensation of the saga began (saga level, as in the summary).
@@ -174,7 +177,7 @@ pub struct CompensationSummary {
 }
 
 /// The compensation of one step, for the compensation summary.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepCompensationView {
     #[schema(example = "STOCK_RESERVED")]
@@ -187,7 +190,7 @@ pub struct StepCompensationView {
 }
 
 /// One step of a saga, folded from all of the step's events.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepView {
     #[schema(example = "PAYMENT_CHARGED")]
@@ -210,7 +213,7 @@ pub struct StepView {
 }
 
 /// The compensation of one step.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompensationView {
     pub started_at: Option<DateTime<Utc>>,
@@ -221,7 +224,7 @@ pub struct CompensationView {
 }
 
 /// A saga's raw events.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventList {
     pub saga_id: String,
@@ -230,7 +233,7 @@ pub struct EventList {
 }
 
 /// One stored event, as the emitter sent it plus what the tracker recorded about it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub event_id: String,
@@ -263,7 +266,7 @@ pub struct EventView {
 }
 
 /// A Kafka message position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KafkaPosition {
     pub topic: String,
     pub partition: i32,

@@ -110,3 +110,68 @@ impl Output {
         bar
     }
 }
+
+/// The colour of a saga or step status: done green, failed red, compensation yellow,
+/// running blue. The status is always written out too, so colour is never the only sign.
+pub fn status_color(status: &str) -> Option<AnsiColor> {
+    match status {
+        "COMPLETED" | "SUCCEEDED" => Some(AnsiColor::Green),
+        "FAILED" => Some(AnsiColor::Red),
+        "COMPENSATED" | "COMPENSATING" => Some(AnsiColor::Yellow),
+        "STARTED" | "IN_PROGRESS" => Some(AnsiColor::Blue),
+        _ => None,
+    }
+}
+
+fn table_color(c: AnsiColor) -> comfy_table::Color {
+    use comfy_table::Color;
+    match c {
+        AnsiColor::Green => Color::Green,
+        AnsiColor::Red => Color::Red,
+        AnsiColor::Yellow => Color::Yellow,
+        AnsiColor::Blue => Color::Blue,
+        _ => Color::Reset,
+    }
+}
+
+impl Output {
+    /// A status in its colour (see [`status_color`]).
+    pub fn status(&self, status: &str) -> String {
+        match status_color(status) {
+            Some(c) => self.paint(c.on_default(), status),
+            None => status.to_owned(),
+        }
+    }
+
+    /// A table cell holding `text` in `color` (comfy-table drops it when colours are off).
+    pub fn cell(
+        &self,
+        text: impl std::fmt::Display,
+        color: Option<AnsiColor>,
+    ) -> comfy_table::Cell {
+        let cell = comfy_table::Cell::new(text);
+        match color {
+            Some(c) if self.color => cell.fg(table_color(c)),
+            _ => cell,
+        }
+    }
+
+    /// A status cell in its colour.
+    pub fn status_cell(&self, status: &str) -> comfy_table::Cell {
+        self.cell(status, status_color(status))
+    }
+
+    /// Columns to lay out for: `--width`-style override first, then the terminal's width,
+    /// then `COLUMNS`, then 100 (a pipe has no width; 100 reads well in a CI log).
+    pub fn width(&self, requested: Option<usize>) -> usize {
+        requested
+            .or_else(|| {
+                console::Term::stdout()
+                    .size_checked()
+                    .map(|(_, cols)| usize::from(cols))
+            })
+            .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
+            .filter(|w| *w > 0)
+            .unwrap_or(100)
+    }
+}

@@ -11,6 +11,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::assets;
 use crate::api::auth::Caller;
+pub use crate::humanize::{ago, duration, duration_f, short_time, stuck_reason_text};
 
 /// Which navigation entry a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,54 +126,12 @@ pub fn time(t: DateTime<Utc>) -> Markup {
     html! { time datetime=(iso) title=(iso) { (short_time(t)) } }
 }
 
-/// `2026-12-01 10:00:05.123Z`.
-pub fn short_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
-}
-
 /// An optional time, or an em dash.
 pub fn maybe_time(t: Option<DateTime<Utc>>) -> Markup {
     match t {
         Some(t) => time(t),
         None => html! { span.none { "—" } },
     }
-}
-
-/// A duration the way people say it: `850 ms`, `4.2 s`, `3 min 12 s`, `2 h 5 min`, `3 d 4 h`.
-pub fn duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    match ms {
-        0..=999 => format!("{ms} ms"),
-        1_000..=59_999 => {
-            let s = ms as f64 / 1000.0;
-            if s < 10.0 {
-                format!("{s:.2} s")
-            } else {
-                format!("{s:.1} s")
-            }
-        }
-        60_000..=3_599_999 => format!("{} min {} s", ms / 60_000, (ms / 1000) % 60),
-        3_600_000..=86_399_999 => format!("{} h {} min", ms / 3_600_000, (ms / 60_000) % 60),
-        _ => format!("{} d {} h", ms / 86_400_000, (ms / 3_600_000) % 24),
-    }
-}
-
-/// A fractional millisecond figure (a percentile).
-pub fn duration_f(ms: f64) -> String {
-    if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        duration(ms.round() as i64)
-    }
-}
-
-/// How long ago `t` was, at `now`: `12 s ago`.
-pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let ms = (now - t).num_milliseconds();
-    if ms < 0 {
-        return "just now".to_owned();
-    }
-    format!("{} ago", duration(ms - ms % 1000))
 }
 
 /// A status badge; colour by class, the text itself says the status (not colour alone).
@@ -187,16 +146,6 @@ pub fn stuck_marker(reason: &str, since: DateTime<Utc>) -> Markup {
         span.stuck-marker title=(format!("{text} since {}", short_time(since))) {
             "stuck"
         }
-    }
-}
-
-/// A stuck reason in words.
-pub fn stuck_reason_text(reason: &str) -> &'static str {
-    match reason {
-        "no_progress" => "no progress",
-        "failed_not_compensated" => "failed, compensation never began",
-        "compensation_not_finished" => "compensation not finished",
-        _ => "stuck",
     }
 }
 
@@ -267,17 +216,6 @@ pub fn json_block(value: &serde_json::Value) -> PreEscaped<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        assert_eq!(duration(850), "850 ms");
-        assert_eq!(duration(4_200), "4.20 s");
-        assert_eq!(duration(42_000), "42.0 s");
-        assert_eq!(duration(192_000), "3 min 12 s");
-        assert_eq!(duration(7_500_000), "2 h 5 min");
-        assert_eq!(duration(273_600_000), "3 d 4 h");
-        assert_eq!(duration(-5), "0 ms");
-    }
 
     #[test]
     fn counts_group_thousands() {

@@ -222,7 +222,7 @@ fn fragment(state: &AppState, d: &SagaDetail, events: &[EventView], now: DateTim
             div #stuck-banner.banner.stuck role="alert" {
                 strong { "Stuck: " (layout::stuck_reason_text(&st.reason)) }
                 " since " (layout::time(st.since)) " (" (layout::ago(st.since, now)) "). "
-                (stuck_explanation(&st.reason, st.threshold_secs))
+                (crate::humanize::stuck_explanation(&st.reason, st.threshold_secs))
             }
         }
         @if let Some(f) = &s.failed_step {
@@ -334,20 +334,6 @@ fn fragment(state: &AppState, d: &SagaDetail, events: &[EventView], now: DateTim
             }
         }
         script #saga-json type="application/json" { (layout::json_block(&json)) }
-    }
-}
-
-fn stuck_explanation(reason: &str, threshold_secs: i64) -> String {
-    let t = layout::duration(threshold_secs * 1000);
-    match reason {
-        "no_progress" => format!("No event for longer than the type's threshold ({t})."),
-        "failed_not_compensated" => {
-            format!("It failed and no compensation began within {t}.")
-        }
-        "compensation_not_finished" => {
-            format!("Compensation began and has not finished within {t}.")
-        }
-        _ => String::new(),
     }
 }
 
