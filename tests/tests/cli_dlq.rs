@@ -708,7 +708,7 @@ async fn doctor_passes_on_a_healthy_setup_and_names_what_is_wrong_otherwise() ->
         .code(1)
         .stdout(
             predicate::str::contains("✗ configuration: invalid configuration")
-                .and(predicate::str::contains("batch_size"))
+                .and(predicate::str::contains("BATCH_SIZE"))
                 .and(predicate::str::contains("- database: skipped")),
         );
 
