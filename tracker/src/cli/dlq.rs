@@ -20,6 +20,17 @@ use self::view::MessageView;
 use super::Output;
 use crate::config::Settings;
 
+/// `saga-tracker dlq --help`'s examples.
+pub const HELP: &str = "\
+Examples:
+  saga-tracker dlq summary --since 24h
+  saga-tracker dlq show --reason db_rejected --limit 5
+  saga-tracker dlq replay --reason db_rejected --dry-run
+  saga-tracker dlq replay --reason db_rejected
+
+The dead-letter topic is read with the tracker's own settings (--config, TRACKER_* variables),
+up to where it ends when the command starts. See `saga-tracker dlq <command> --help`.";
+
 const SUMMARY_HELP: &str = "\
 Examples:
   saga-tracker dlq summary                 # the whole dead-letter topic
@@ -384,7 +395,7 @@ fn print_message(v: &MessageView, out: &Output) {
             .map(|t| format!(" at {t}"))
             .unwrap_or_default()
     );
-    let pad = " ".repeat(13);
+    let pad = " ".repeat(12);
     for (i, h) in v.headers.iter().enumerate() {
         let head = if i == 0 {
             label("headers")
