@@ -65,6 +65,7 @@ enum Command {
         api: ApiArgs,
     },
     /// Inspect and replay the dead-letter topic (uses the `[kafka]` settings).
+    #[command(after_help = cli::dlq::HELP)]
     Dlq {
         #[command(subcommand)]
         command: cli::dlq::DlqCommand,

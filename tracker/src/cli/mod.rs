@@ -13,6 +13,7 @@
 pub mod api;
 pub mod dlq;
 pub mod doctor;
+pub mod kafka;
 pub mod output;
 pub mod sagas;
 

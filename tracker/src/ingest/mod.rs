@@ -744,13 +744,31 @@ pub fn decode_message(
     avro: &AvroDecoder,
     schemas: &BatchSchemas,
 ) -> Result<contract::SagaEvent, ContractError> {
-    let payload = msg.payload().unwrap_or_default();
+    decode_parts(
+        msg.key(),
+        msg.payload().unwrap_or_default(),
+        now,
+        avro,
+        schemas,
+    )
+}
+
+/// [`decode_message`] on a key and a value held apart from any Kafka message, so that
+/// `saga-tracker dlq` can say what the tracker *now* makes of a dead-lettered message with
+/// exactly the rules the consumer applies.
+pub fn decode_parts(
+    key: Option<&[u8]>,
+    payload: &[u8],
+    now: chrono::DateTime<Utc>,
+    avro: &AvroDecoder,
+    schemas: &BatchSchemas,
+) -> Result<contract::SagaEvent, ContractError> {
     let event = if avro::framed_schema_id(payload).is_some() {
         avro.decode(payload, schemas, now)?
     } else {
         contract::decode(payload, now)?
     };
-    if let Some(key) = msg.key() {
+    if let Some(key) = key {
         if key != event.saga_id.as_bytes() {
             return Err(ContractError::key_mismatch(
                 &String::from_utf8_lossy(key),

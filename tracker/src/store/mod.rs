@@ -225,6 +225,83 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How a database's `_sqlx_migrations` table compares with the migrations embedded in this
+/// binary ([`MIGRATOR`]), for `saga-tracker doctor`. Each list holds `(version, description)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// `_sqlx_migrations` exists (it does once `migrate` ran, even if nothing applied).
+    pub table_exists: bool,
+    /// Embedded migrations applied successfully with the same checksum.
+    pub applied: usize,
+    /// Embedded migrations the database has not applied.
+    pub pending: Vec<(i64, String)>,
+    /// Migrations recorded as failed (`success = false`): a migration that broke half-way.
+    pub failed: Vec<(i64, String)>,
+    /// Applied migrations whose checksum differs from the embedded file: someone edited an
+    /// applied migration.
+    pub changed: Vec<(i64, String)>,
+    /// Applied migrations this binary does not know: the database was migrated by a newer
+    /// tracker.
+    pub unknown: Vec<(i64, String)>,
+}
+
+impl MigrationStatus {
+    /// Nothing pending, failed or changed (unknown ones are a newer tracker's, not an error
+    /// of this database).
+    pub fn is_current(&self) -> bool {
+        self.table_exists
+            && self.pending.is_empty()
+            && self.failed.is_empty()
+            && self.changed.is_empty()
+    }
+}
+
+/// Reads `_sqlx_migrations` and compares it with [`MIGRATOR`]. Read-only.
+pub async fn migration_status(
+    conn: &mut sqlx::PgConnection,
+) -> Result<MigrationStatus, sqlx::Error> {
+    let table_exists: bool =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+            .fetch_one(&mut *conn)
+            .await?;
+    let embedded: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .collect();
+    let mut status = MigrationStatus {
+        table_exists,
+        ..Default::default()
+    };
+    if !table_exists {
+        status.pending = embedded
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect();
+        return Ok(status);
+    }
+    let rows: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
+        "select version, description, success, checksum from _sqlx_migrations order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for m in &embedded {
+        match rows.iter().find(|r| r.0 == m.version) {
+            None => status.pending.push((m.version, m.description.to_string())),
+            Some((_, _, false, _)) => status.failed.push((m.version, m.description.to_string())),
+            Some((_, _, true, checksum)) if checksum.as_slice() != &*m.checksum => {
+                status.changed.push((m.version, m.description.to_string()))
+            }
+            Some(_) => status.applied += 1,
+        }
+    }
+    status.unknown = rows
+        .iter()
+        .filter(|r| !embedded.iter().any(|m| m.version == r.0))
+        .map(|r| (r.0, r.1.clone()))
+        .collect();
+    Ok(status)
+}
+
 /// `select 1` with a deadline, for `/readyz`.
 pub async fn ping(pool: &PgPool, timeout: Duration) -> anyhow::Result<()> {
     tokio::time::timeout(timeout, sqlx::query("select 1").execute(pool))

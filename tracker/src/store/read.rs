@@ -387,6 +387,23 @@ pub async fn saga_exists(pool: &PgPool, saga_id: &str) -> Result<bool, sqlx::Err
         .await
 }
 
+/// Which of `event_ids` are stored (one index probe per id, in one statement): how
+/// `saga-tracker dlq replay` tells an event this replay stored from one already present.
+pub async fn stored_event_ids(
+    pool: &PgPool,
+    event_ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<String> =
+        sqlx::query_scalar("select event_id from saga_events where event_id = any($1)")
+            .bind(event_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// One saga's row alone (one primary-key probe): what the live view compares before it
 /// reads the events.
 pub async fn saga_row(pool: &PgPool, saga_id: &str) -> Result<Option<SagaRow>, sqlx::Error> {
