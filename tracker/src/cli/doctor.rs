@@ -674,6 +674,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_lag_is_said_in_humanised_numbers_and_fails_over_the_limit() {
+        let kafka = crate::config::Settings::load(None)
+            .expect("defaults load")
+            .kafka;
+        let size = TopicSize {
+            messages: 2_100_000,
+            watermarks: BTreeMap::from([(0, (0, 1_200_000)), (1, (0, 900_000)), (2, (0, 0))]),
+        };
+        let facts = |committed: BTreeMap<i32, i64>| KafkaFacts {
+            cluster: Cluster::default(),
+            sizes: BTreeMap::from([(kafka.topic.clone(), size.clone())]),
+            committed: Some(Ok(committed)),
+        };
+        let mut checks = Checks::default();
+        group(
+            &kafka,
+            &facts(BTreeMap::from([(0, 0), (1, 0)])),
+            10_000,
+            &mut checks,
+        );
+        assert_eq!(checks.0[0].status, Status::Fail);
+        assert_eq!(
+            checks.0[0].message,
+            format!(
+                "the group `{}` is 2.1M messages behind (partition 0: 1.2M, partition 1: \
+                 900.0k; limit --max-lag 10.0k)",
+                kafka.group_id
+            )
+        );
+        let mut checks = Checks::default();
+        group(
+            &kafka,
+            &facts(BTreeMap::from([(0, 1_200_000), (1, 900_000)])),
+            10_000,
+            &mut checks,
+        );
+        assert_eq!(checks.0[0].status, Status::Pass);
+        assert!(checks.0[0].message.ends_with("is up to date (lag 0)"));
+        let mut checks = Checks::default();
+        group(&kafka, &facts(BTreeMap::new()), 10_000, &mut checks);
+        assert_eq!(checks.0[0].status, Status::Warn);
+        assert!(
+            checks.0[0].message.contains("has not committed any offset"),
+            "{}",
+            checks.0[0].message
+        );
+    }
+
+    #[test]
     fn migration_states_read_as_sentences() {
         let mut checks = Checks::default();
         migrations(

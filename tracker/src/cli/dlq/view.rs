@@ -152,9 +152,18 @@ pub fn db_note(rec: &DlqRecord, verdict: &Verdict) -> Option<&'static str> {
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Payload {
     None,
-    Json { value: Value },
-    Text { text: String, truncated: bool },
-    Binary { base64: String, hex_preview: String },
+    Json {
+        value: Value,
+    },
+    Text {
+        text: String,
+        truncated: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Binary {
+        base64: String,
+        hex_preview: String,
+    },
 }
 
 impl Payload {
@@ -237,6 +246,7 @@ fn hex_dump(bytes: &[u8]) -> String {
 
 /// A header value for JSON: text when it is UTF-8, else base64.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderView {
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -400,5 +410,14 @@ mod tests {
         );
         assert!(hex_preview.contains("|..A|"), "{hex_preview}");
         assert_eq!(Payload::of(None), Payload::None);
+        let json = serde_json::to_value(&bin).expect("serializes");
+        assert_eq!(json["kind"], "binary");
+        assert_eq!(json["base64"], "//5B");
+        assert!(json["hexPreview"].is_string(), "{json}");
+        let header = serde_json::to_value(HeaderView::of("h", Some(&[0xff]))).expect("serializes");
+        assert_eq!(
+            header,
+            serde_json::json!({ "key": "h", "valueBase64": "/w==" })
+        );
     }
 }
