@@ -4,7 +4,9 @@
 #   socat            the TLS listener (OpenSSL) in front of tansu in tests/tests/security.rs,
 #                    because tansu 0.6.0 cannot turn on its own TLS listener;
 #   initdb, pg_ctl   PostgreSQL's server binaries, for the test's private TLS server with a
-#                    password-only role (they come with the server ensure-postgres.sh installs).
+#                    password-only role (they come with the server ensure-postgres.sh installs);
+#   script           util-linux's (Debian: bsdutils), which gives tests/tests/cli.rs a
+#                    pseudo-terminal to check `--color auto` and NO_COLOR on a real terminal.
 #
 # Idempotent: installs from Debian's archive only what is missing.
 set -euo pipefail
@@ -14,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 missing=()
 have socat || missing+=(socat)
 have runuser || missing+=(util-linux)
+have script || missing+=(bsdutils)
 if ((${#missing[@]})); then
     have apt-get || die "missing ${missing[*]} and no apt-get to install them"
     log "installing ${missing[*]} (apt)"

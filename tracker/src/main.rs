@@ -127,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
     // The operator's commands print for a person; they neither need the server's settings
     // (`sagas`) nor its JSON logs on stdout.
     match cli.command {
-        Command::Sagas { command, api } => return cli::sagas::run(command, api, out).await,
+        Command::Sagas { command, api } => {
+            cli::exit_on_error(cli::sagas::run(command, api, out).await)
+        }
         Command::Doctor { args, api } => {
             let healthy = cli::doctor::run(args, cli.config.as_deref(), api, out).await?;
             std::process::exit(if healthy { 0 } else { 1 });

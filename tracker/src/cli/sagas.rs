@@ -24,6 +24,17 @@ use super::{ApiArgs, Output};
 use crate::api::sagas::{EventList, EventView, SagaDetail, SagaSummary, StepView};
 use crate::humanize;
 
+/// `println!` that returns the error instead of panicking, so `sagas search | head` ends
+/// quietly when `head` has read enough (see [`super::exit_on_error`]).
+macro_rules! say {
+    () => {
+        writeln!(std::io::stdout())?
+    };
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
 const SEARCH_EXAMPLES: &str = "\
 Examples:
   saga-tracker sagas search --status FAILED --since 1h
@@ -361,20 +372,20 @@ async fn search(client: &ApiClient, args: SearchArgs, out: Output) -> anyhow::Re
             Some(page) if pages == 1 => page,
             _ => serde_json::json!({ "items": items, "nextCursor": cursor }),
         };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     if args.ndjson {
         let mut w = std::io::BufWriter::new(std::io::stdout().lock());
         for item in &items {
-            serde_json::to_writer(&mut w, item)?;
+            serde_json::to_writer(&mut w, item).map_err(std::io::Error::from)?;
             w.write_all(b"\n")?;
         }
         w.flush()?;
         return Ok(());
     }
     if items.is_empty() {
-        println!("No saga matches these filters.");
+        say!("No saga matches these filters.");
         return Ok(());
     }
     let sagas = items
@@ -382,9 +393,9 @@ async fn search(client: &ApiClient, args: SearchArgs, out: Output) -> anyhow::Re
         .map(serde_json::from_value::<SagaSummary>)
         .collect::<Result<Vec<_>, _>>()
         .context("the tracker's page does not hold the sagas expected")?;
-    println!("{}", search_table(&sagas, now, out));
-    println!();
-    println!("{}", out.dim(footer(sagas.len(), cursor.as_deref(), &args)));
+    print_table(search_table(&sagas, now, out))?;
+    say!();
+    say!("{}", out.dim(footer(sagas.len(), cursor.as_deref(), &args)));
     Ok(())
 }
 
@@ -482,7 +493,7 @@ async fn show(client: &ApiClient, args: ShowArgs, out: Output) -> anyhow::Result
                 events.get("items").cloned().unwrap_or(Value::Null),
             );
         }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let detail: SagaDetail =
@@ -495,18 +506,18 @@ async fn show(client: &ApiClient, args: ShowArgs, out: Output) -> anyhow::Result
         .items
         .len()
         .saturating_sub(detail.summary.late_event_count.max(0) as usize);
-    print!("{}", header(&detail, now, out));
-    println!();
-    println!("{}", out.bold("Timeline"));
+    write!(std::io::stdout(), "{}", header(&detail, now, out))?;
+    say!();
+    say!("{}", out.bold("Timeline"));
     for line in timeline(&detail, &events.items, late_from, width, out) {
-        println!("{line}");
+        say!("{line}");
     }
     if !args.no_events {
-        println!();
-        println!("{} {}", out.bold("Events"), out.dim("in saga order"));
-        println!("{}", events_table(&events.items, late_from, out));
+        say!();
+        say!("{} {}", out.bold("Events"), out.dim("in saga order"));
+        print_table(events_table(&events.items, late_from, out))?;
         if events.items.len() > MAX_EVENT_ROWS {
-            println!(
+            say!(
                 "{}",
                 out.dim(format!(
                     "{} more events are not shown; `--json` has them all.",
@@ -514,6 +525,18 @@ async fn show(client: &ApiClient, args: ShowArgs, out: Output) -> anyhow::Result
                 ))
             );
         }
+    }
+    Ok(())
+}
+
+/// A table flush with the left margin, without the padding comfy-table leaves at line ends
+/// (so `grep ^id` and copy-paste work).
+fn print_table(mut t: comfy_table::Table) -> std::io::Result<()> {
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    for line in t.to_string().lines() {
+        say!("{}", line.trim_end());
     }
     Ok(())
 }
