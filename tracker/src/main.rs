@@ -131,12 +131,16 @@ async fn main() -> anyhow::Result<()> {
             cli::exit_on_error(cli::sagas::run(command, api, out).await)
         }
         Command::Doctor { args, api } => {
-            let healthy = cli::doctor::run(args, cli.config.as_deref(), api, out).await?;
-            std::process::exit(if healthy { 0 } else { 1 });
+            match cli::doctor::run(args, cli.config.as_deref(), api, out).await {
+                Ok(healthy) => std::process::exit(if healthy { 0 } else { 1 }),
+                Err(e) => cli::exit_on_error(Err(e)),
+            }
         }
         Command::Dlq { command } => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            return cli::dlq::run(command, settings, out).await;
+            cli::exit_on_error(match Settings::load(cli.config.as_deref()) {
+                Ok(settings) => cli::dlq::run(command, settings, out).await,
+                Err(e) => Err(e),
+            })
         }
         _ => {}
     }

@@ -93,13 +93,15 @@ impl Output {
         let bar = match len {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
                 indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+                    "{msg} [{bar:30}] {human_pos}/{human_len} ({rate}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .with_key("rate", rate)
                 .progress_chars("=> "),
             ),
             None => indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} ({per_sec})")
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {human_pos} ({rate})")
+                    .map(|s| s.with_key("rate", rate))
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             ),
         };
@@ -174,4 +176,15 @@ impl Output {
             .filter(|w| *w > 0)
             .unwrap_or(100)
     }
+}
+
+/// `{rate}` in the progress templates: whole items per second (indicatif's own `{per_sec}`
+/// prints four decimals, e.g. `42236.1498/s`).
+fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let per_sec = state.per_sec();
+    let _ = if per_sec >= 10.0 || per_sec == 0.0 {
+        write!(w, "{per_sec:.0}/s")
+    } else {
+        write!(w, "{per_sec:.1}/s")
+    };
 }
