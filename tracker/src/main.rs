@@ -51,6 +51,10 @@ enum Command {
         seed: u64,
     },
     /// Run locally with an embedded Kafka-protocol broker (in memory) and demo traffic.
+    #[command(after_help = "Examples:
+  saga-tracker dev                        # broker on 127.0.0.1:9092, demo on, UI printed
+  saga-tracker dev --no-demo --broker-port 19092
+  TRACKER_DATABASE__URL=postgres://postgres@127.0.0.1:5432/sagas_dev saga-tracker dev")]
     Dev(saga_tracker::dev::DevArgs),
     /// Make API keys for `[[auth.api_keys]]` (needs no configuration).
     ApiKey {
