@@ -8,7 +8,8 @@
 //! - HTTP basic auth when credentials are set: anything else is `401 {"error_code": 401}`;
 //! - and, on demand, `503` for every request, to play a registry that is down.
 //!
-//! It binds `127.0.0.1:0` and counts what it served, so a test can tell "the tracker never
+//! It binds `127.0.0.1:0` (plain HTTP, or HTTPS with [`SchemaRegistryStandIn::start_tls`])
+//! and counts what it served, so a test can tell "the tracker never
 //! asked" from "the tracker asked and was refused".
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct SchemaRegistryStandIn {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -79,12 +81,52 @@ impl SchemaRegistryStandIn {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(Self { addr, shared, task })
+        Ok(Self {
+            addr,
+            scheme: "http",
+            shared,
+            task,
+        })
     }
 
-    /// `http://127.0.0.1:<port>`, the value of `schema_registry.url`.
+    /// As [`Self::start`], over HTTPS with the server certificate `cert` (e.g. from
+    /// [`crate::pki::TestCa::server`] for `127.0.0.1`).
+    pub async fn start_tls(
+        schemas: BTreeMap<u32, RegisteredSchema>,
+        credentials: Option<(&str, &str)>,
+        cert: &crate::pki::CertFiles,
+    ) -> anyhow::Result<Self> {
+        // One process-wide provider; a second install (another test) is refused harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plain = Self::start(schemas, credentials).await?;
+        // Re-serve the same state over TLS on a fresh port; the plain listener stops.
+        plain.task.abort();
+        let shared = plain.shared.clone();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert.cert, &cert.key)
+            .await
+            .context("loading the stand-in's certificate")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding the HTTPS Schema Registry stand-in")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let router = axum::Router::new()
+            .route("/schemas/ids/{id}", axum::routing::get(schema_by_id))
+            .with_state(shared.clone());
+        let server = axum_server::from_tcp_rustls(listener, tls);
+        let task = tokio::spawn(async move {
+            let _ = server.serve(router.into_make_service()).await;
+        });
+        Ok(Self {
+            addr,
+            scheme: "https",
+            shared,
+            task,
+        })
+    }
+
+    /// `http(s)://127.0.0.1:<port>`, the value of `schema_registry.url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// While on, every request is answered `503 Service Unavailable`.

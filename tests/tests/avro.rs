@@ -581,3 +581,105 @@ async fn a_local_schema_file_mapped_to_an_id_needs_no_registry() -> anyhow::Resu
     drop(tracker);
     stack.drop_db().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_over_https_is_trusted_through_ssl_root_cert_and_an_untrusted_one_only_waits(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    let ca = saga_tracker_tests::pki::TestCa::new("registry-ca")?;
+    let cert = ca.server("registry", &["127.0.0.1"])?;
+    let sagatracker = sagatracker_avsc()?;
+    let registry = SchemaRegistryStandIn::start_tls(
+        BTreeMap::from([(
+            SAGA_TRACKER_ID,
+            RegisteredSchema {
+                schema: sagatracker.to_string(),
+                schema_type: None,
+            },
+        )]),
+        Some((USER, PASSWORD)),
+        &cert,
+    )
+    .await?;
+    ensure!(registry.url().starts_with("https://"), "{}", registry.url());
+    let env = [
+        ("TRACKER_SCHEMA_REGISTRY__URL", registry.url()),
+        ("TRACKER_SCHEMA_REGISTRY__USERNAME", USER.to_owned()),
+        ("TRACKER_SCHEMA_REGISTRY__PASSWORD", PASSWORD.to_owned()),
+    ];
+
+    // 1. Without the CA the certificate is not trusted: the lookup fails like an outage —
+    //    retried, /readyz says so, nothing dead-lettered, nothing stored, no request served.
+    let mut untrusting = stack.tracker(&env).await?;
+    stack
+        .produce(&[avro_event(
+            SAGA_TRACKER_ID,
+            &sagatracker,
+            "order-7301",
+            "ORDER_PLACED",
+            "STARTED",
+            0,
+            None,
+        )])
+        .await?;
+    poll_until(
+        EVENTUALLY,
+        "an untrusted registry to be retried",
+        || async {
+            let metrics = untrusting.metrics_text().await?;
+            let errors = metric_value(
+                &metrics,
+                "saga_tracker_schema_registry_lookups_total",
+                &[("result", "error")],
+            )
+            .unwrap_or(0.0);
+            ensure!(errors >= 2.0, "{errors} failed lookups so far");
+            let (status, body) = untrusting.get_text("readyz", &[]).await?;
+            ensure!(
+                status == 503 && body.contains("Schema Registry"),
+                "/readyz: {status} {body}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(
+        registry.served() == 0,
+        "an untrusted registry was asked anyway ({} answers)",
+        registry.served()
+    );
+    ensure!(
+        untrusting.get_saga("order-7301").await?.is_none(),
+        "stored without its writer schema"
+    );
+    let metrics = untrusting.metrics_text().await?;
+    ensure!(
+        metric_value(&metrics, "saga_tracker_dlq_messages_total", &[]).unwrap_or(0.0) == 0.0,
+        "dead-lettered because the registry's certificate was not trusted:\n{metrics}"
+    );
+    let status = untrusting.stop(Duration::from_secs(30)).await?;
+    ensure!(status.success(), "tracker exited with {status}");
+    ensure!(
+        !untrusting.log_text().contains(PASSWORD),
+        "the registry password reached the log"
+    );
+
+    // 2. With `ssl_root_cert` naming the CA, the same group's next tracker stores it.
+    let mut trusted_env = env.to_vec();
+    trusted_env.push((
+        "TRACKER_SCHEMA_REGISTRY__SSL_ROOT_CERT",
+        ca.ca_file.display().to_string(),
+    ));
+    let tracker = stack.tracker(&trusted_env).await?;
+    saga_when(&tracker, "order-7301", "stored via HTTPS", |d| {
+        d.summary.event_count == 1
+    })
+    .await?;
+    ensure!(
+        registry.served() == 1,
+        "schemas served {} times over HTTPS",
+        registry.served()
+    );
+    drop(tracker);
+    stack.drop_db().await
+}
