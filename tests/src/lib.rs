@@ -1561,3 +1561,38 @@ impl Drop for PgProxy {
         self.task.abort();
     }
 }
+
+/// A reader key minted by `saga-tracker api-key new`, and a keys file holding its hash.
+pub async fn reader_key(dir: &Path, name: &str) -> anyhow::Result<(String, PathBuf)> {
+    let out = tokio::process::Command::new(tracker_bin()?)
+        .args(["api-key", "new", "--name", name, "--role", "reader"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running saga-tracker api-key new")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "api-key new failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .context("api-key new printed no token")?
+        .to_owned();
+    let hash = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hash = "))
+        .context("api-key new printed no hash")?
+        .trim()
+        .to_owned();
+    let file = dir.join("api-keys.toml");
+    std::fs::write(
+        &file,
+        format!("[[api_keys]]\nname = \"{name}\"\nrole = \"reader\"\nhash = {hash}\n"),
+    )?;
+    Ok((token, file))
+}

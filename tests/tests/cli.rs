@@ -16,7 +16,8 @@ use predicates::prelude::*;
 use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
 use saga_tracker_sdk::{DeliveryMode, SagaTracker, Step, TrackerConfig};
 use saga_tracker_tests::{
-    migrate, poll_until, tracker_bin, unique_suffix, Tansu, TestDb, TrackerOptions, TrackerProcess,
+    migrate, poll_until, reader_key, tracker_bin, unique_suffix, Tansu, TestDb, TrackerOptions,
+    TrackerProcess,
 };
 use serde_json::Value;
 
@@ -889,51 +890,13 @@ fn leftovers(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// A reader key minted by `saga-tracker api-key new`, and a keys file holding its hash.
-async fn reader_key(dir: &Path) -> anyhow::Result<(String, std::path::PathBuf)> {
-    let out = tokio::process::Command::new(tracker_bin()?)
-        .args([
-            "api-key",
-            "new",
-            "--name",
-            "cli-test-reader",
-            "--role",
-            "reader",
-        ])
-        .env_clear()
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running saga-tracker api-key new")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success(), "api-key new failed: {text}");
-    let token = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .context("api-key new printed no token")?
-        .to_owned();
-    let hash = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("hash = "))
-        .context("api-key new printed no hash")?
-        .trim()
-        .to_owned();
-    let file = dir.join("api-keys.toml");
-    std::fs::write(
-        &file,
-        format!("[[api_keys]]\nname = \"cli-test-reader\"\nrole = \"reader\"\nhash = {hash}\n"),
-    )?;
-    Ok((token, file))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_access_control_the_cli_needs_a_reader_key_and_never_prints_it() -> anyhow::Result<()>
 {
     let keys = tempfile::Builder::new()
         .prefix("saga-cli-keys-")
         .tempdir()?;
-    let (token, keys_file) = reader_key(keys.path()).await?;
+    let (token, keys_file) = reader_key(keys.path(), "cli-test-reader").await?;
     let world = World::start(
         &[
             ("TRACKER_AUTH__ENABLED", "true".to_owned()),

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
 use saga_tracker_sdk::{DeliveryMode, SagaTracker, Step, TrackerConfig};
 use saga_tracker_tests::{
-    free_port, log_tail, migrate, poll_until, tracker_bin, unique_suffix, workspace_root, Tansu,
-    TestDb, TrackerOptions, TrackerProcess,
+    free_port, log_tail, migrate, poll_until, reader_key, tracker_bin, unique_suffix,
+    workspace_root, Tansu, TestDb, TrackerOptions, TrackerProcess,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -931,48 +931,6 @@ impl Drop for Nginx {
     }
 }
 
-/// A reader key minted by `saga-tracker api-key new`, and a keys file holding its hash.
-async fn reader_key(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
-    let out = tokio::process::Command::new(tracker_bin()?)
-        .args([
-            "api-key",
-            "new",
-            "--name",
-            "ui-test-reader",
-            "--role",
-            "reader",
-        ])
-        .env_clear()
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running saga-tracker api-key new")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(
-        out.status.success(),
-        "api-key new failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .context("api-key new printed no token")?
-        .to_owned();
-    let hash = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("hash = "))
-        .context("api-key new printed no hash")?
-        .trim()
-        .to_owned();
-    let file = dir.join("api-keys.toml");
-    std::fs::write(
-        &file,
-        format!("[[api_keys]]\nname = \"ui-test-reader\"\nrole = \"reader\"\nhash = {hash}\n"),
-    )?;
-    Ok((token, file))
-}
-
 // ---------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------
@@ -1027,7 +985,7 @@ async fn with_access_control_the_ui_needs_a_login_or_a_proxy_that_sends_the_key(
         return Ok(());
     };
     let keys_dir = tempfile::Builder::new().prefix("saga-ui-keys-").tempdir()?;
-    let (token, keys_file) = reader_key(keys_dir.path()).await?;
+    let (token, keys_file) = reader_key(keys_dir.path(), "ui-test-reader").await?;
     let stack = Stack::start(
         &[
             ("TRACKER_AUTH__ENABLED", "true".to_owned()),

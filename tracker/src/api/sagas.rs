@@ -160,6 +160,27 @@ pub struct SagaDetail {
     pub tracker_trace_ids: Vec<String>,
 }
 
+impl SagaDetail {
+    /// The saga's last known instant: its last update, end, or the end of any step or
+    /// compensation — where a timeline of it ends (the UI's saga page and `sagas show`).
+    pub fn last_instant(&self) -> DateTime<Utc> {
+        let s = &self.summary;
+        let mut last = s.updated_at.max(s.ended_at.unwrap_or(s.started_at));
+        for st in &self.steps {
+            for t in [
+                st.ended_at,
+                st.compensation.as_ref().and_then(|c| c.ended_at),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                last = last.max(t);
+            }
+        }
+        last
+    }
+}
+
 /// The saga's compensation as a whole and step by step.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

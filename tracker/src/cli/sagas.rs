@@ -826,24 +826,6 @@ fn right(text: &str, w: usize) -> String {
     format!("{}{text}", " ".repeat(w.saturating_sub(n)))
 }
 
-/// The end of the time axis: the saga's last known instant (as the saga page draws it).
-fn axis_end(d: &SagaDetail) -> DateTime<Utc> {
-    let s = &d.summary;
-    let mut t1 = s.updated_at.max(s.ended_at.unwrap_or(s.started_at));
-    for st in &d.steps {
-        for t in [
-            st.ended_at,
-            st.compensation.as_ref().and_then(|c| c.ended_at),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            t1 = t1.max(t);
-        }
-    }
-    t1
-}
-
 /// How the forward run of a step ended, as the saga page colours it.
 fn outcome(st: &StepView) -> &str {
     if st.error.is_some() {
@@ -870,7 +852,7 @@ fn timeline(
     const COMP_LABEL: &str = "↺ compensation";
     let s = &d.summary;
     let t0 = s.started_at;
-    let t1 = axis_end(d);
+    let t1 = d.last_instant();
     let span_ms = ((t1 - t0).num_microseconds().unwrap_or(0) as f64 / 1000.0).max(1.0);
     let step_w = d
         .steps

@@ -432,18 +432,7 @@ fn f(v: f64) -> String {
 fn timeline(d: &SagaDetail, events: &[EventView], late_from: usize) -> Markup {
     let s = &d.summary;
     let t0 = s.started_at;
-    let mut t1 = s.updated_at.max(s.ended_at.unwrap_or(t0));
-    for st in &d.steps {
-        for t in [
-            st.ended_at,
-            st.compensation.as_ref().and_then(|c| c.ended_at),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            t1 = t1.max(t);
-        }
-    }
+    let t1 = d.last_instant();
     let span_ms = ((t1 - t0).num_microseconds().unwrap_or(0) as f64 / 1000.0).max(1.0);
     let scale = Scale { t0, span_ms };
 
