@@ -190,6 +190,7 @@ impl Application {
                 jobs_stop.clone(),
             ))
         });
+        let partitions = tokio::spawn(background::run_partitions(pool.clone(), jobs_stop.clone()));
         let retention = tokio::spawn(background::run_retention(
             pool,
             retention,
@@ -200,7 +201,10 @@ impl Application {
             tracing::error!(error = format!("{e:#}"), "consumer failed; shutting down");
         }
         jobs_stop.cancel();
-        for mut job in [gauges, retention].into_iter().chain(replica_lag) {
+        for mut job in [gauges, partitions, retention]
+            .into_iter()
+            .chain(replica_lag)
+        {
             if tokio::time::timeout(background::STOP_TIMEOUT, &mut job)
                 .await
                 .is_err()

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetentionSettings, StuckSettings};
 use crate::metrics::{self, DbGauges};
-use crate::store::{insight, replica, retention};
+use crate::store::{insight, partitions, replica, retention};
 use crate::stuck::StuckPolicy;
 
 /// Reads active and stuck counts from the database once and sets the gauges.
@@ -62,7 +62,8 @@ pub async fn retention_pass(
 ) -> Result<retention::Removed, sqlx::Error> {
     let cutoff = Utc::now() - settings.max_age();
     retention::run_pass(pool, cutoff, settings.batch_size, |b| {
-        metrics::retention_deleted(b.sagas, b.events)
+        metrics::retention_deleted(b.sagas, b.events);
+        metrics::retention_days(b.days, b.moved);
     })
     .await
 }
@@ -87,9 +88,11 @@ pub async fn run_retention(pool: PgPool, settings: RetentionSettings, shutdown: 
             r = pass => r,
         };
         match result {
-            Ok(r) if r.sagas > 0 => tracing::info!(
+            Ok(r) if r.sagas > 0 || r.days > 0 => tracing::info!(
                 sagas = r.sagas,
                 events = r.events,
+                days_dropped = r.days,
+                moved_to_today = r.moved,
                 max_age_days = settings.max_age_days,
                 "retention removed old sagas"
             ),
@@ -98,6 +101,33 @@ pub async fn run_retention(pool: PgPool, settings: RetentionSettings, shutdown: 
                 metrics::retention_failed();
                 tracing::warn!(error = %e, "retention pass failed; retrying next interval");
             }
+        }
+    }
+}
+
+/// How often [`run_partitions`] makes sure the coming days have partitions.
+pub const PARTITION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Creates the day partitions ahead ([`partitions::ensure`]) every [`PARTITION_INTERVAL`]
+/// until `shutdown`, whether or not retention is on: ingest writes to today's partition.
+/// (`migrate` creates them at start-up; this keeps a long-running tracker ahead.)
+pub async fn run_partitions(pool: PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PARTITION_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match partitions::ensure(&pool, Utc::now().date_naive()).await {
+            Ok(created) if !created.is_empty() => {
+                tracing::info!(days = ?created, "created day partitions")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "creating the coming days' partitions failed; retrying next hour"
+            ),
         }
     }
 }

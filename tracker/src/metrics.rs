@@ -44,6 +44,8 @@ pub const DB_REPLICA_LAG_BYTES: &str = "saga_tracker_db_replica_lag_bytes";
 pub const DB_REPLICA_LAG_SECONDS: &str = "saga_tracker_db_replica_lag_seconds";
 pub const RETENTION_DELETED: &str = "saga_tracker_retention_deleted_total";
 pub const RETENTION_ERRORS: &str = "saga_tracker_retention_errors_total";
+pub const RETENTION_DAYS_DROPPED: &str = "saga_tracker_retention_days_dropped_total";
+pub const RETENTION_SAGAS_MOVED: &str = "saga_tracker_retention_sagas_moved_total";
 pub const TELEMETRY_EXPORT_FAILURES: &str = "saga_tracker_telemetry_export_failures_total";
 pub const TELEMETRY_DROPPED: &str = "saga_tracker_telemetry_dropped_total";
 
@@ -206,6 +208,14 @@ fn describe() {
         "Rows removed by retention, by table (sagas, saga_events)"
     );
     describe_counter!(RETENTION_ERRORS, "Retention passes that failed");
+    describe_counter!(
+        RETENTION_DAYS_DROPPED,
+        "Day partitions of sagas and saga_events that retention dropped whole"
+    );
+    describe_counter!(
+        RETENTION_SAGAS_MOVED,
+        "Sagas not yet due that retention moved out of a day before dropping it"
+    );
     describe_counter!(
         TELEMETRY_EXPORT_FAILURES,
         "Exports of the tracker's own telemetry that failed, by signal (traces: OTLP requests, logs: Loki pushes)"
@@ -397,6 +407,12 @@ pub fn replica_observed(lag: Option<&crate::store::replica::ReplicaLag>) {
 pub fn retention_deleted(sagas: u64, events: u64) {
     counter!(RETENTION_DELETED, "table" => "sagas").increment(sagas);
     counter!(RETENTION_DELETED, "table" => "saga_events").increment(events);
+}
+
+/// Counts day partitions dropped and sagas moved out of them by one retention step.
+pub fn retention_days(dropped: u64, moved: u64) {
+    counter!(RETENTION_DAYS_DROPPED).increment(dropped);
+    counter!(RETENTION_SAGAS_MOVED).increment(moved);
 }
 
 pub fn retention_failed() {

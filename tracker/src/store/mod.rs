@@ -11,6 +11,7 @@
 //! decoded events and gets back what to count.
 
 pub mod insight;
+pub mod partitions;
 pub mod read;
 pub mod replica;
 pub mod retention;
@@ -201,7 +202,8 @@ pub async fn check_connection_to(
     }
 }
 
-/// Applies pending migrations, then rebuilds the statistics rollups if they were built by
+/// Applies pending migrations, creates the day partitions up to
+/// [`partitions::DAYS_AHEAD`] days ahead, then rebuilds the statistics rollups if they were built by
 /// other contribution rules than this binary's (or never: the first migrate of a database
 /// that already holds sagas backfills them). Idempotent.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
@@ -209,6 +211,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("applying database migrations")?;
+    let created = partitions::ensure(pool, chrono::Utc::now().date_naive())
+        .await
+        .context("creating the day partitions of sagas and saga_events")?;
+    if !created.is_empty() {
+        tracing::info!(days = ?created, "created day partitions");
+    }
     let started = std::time::Instant::now();
     if let Some(rebuilt) = rollup::ensure_current(pool)
         .await

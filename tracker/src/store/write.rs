@@ -19,13 +19,15 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus};
-use serde_json::{json, Value};
-use sqlx::PgPool;
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::rollup;
 use super::rows::{EventRow, EVENT_COLUMNS};
+use super::{partitions, rollup};
 use crate::aggregate::{self, EventRecord, SagaState};
 use crate::metrics::{CommittedBatch, Transition};
 
@@ -45,78 +47,25 @@ pub struct IncomingEvent {
     pub source: Option<KafkaSource>,
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn event_json(e: &IncomingEvent) -> Value {
-    let ev = &e.event;
-    json!({
-        "event_id": ev.event_id,
-        "saga_id": ev.saga_id,
-        "saga_type": ev.saga_type,
-        "step": ev.step,
-        "step_status": ev.step_status.as_str(),
-        "saga_status": ev.saga_status.map(SagaStatus::as_str),
-        "occurred_at": ts(&ev.occurred_at),
-        "received_at": ts(&e.received_at),
-        "service": ev.service,
-        "sequence": ev.sequence,
-        "business_key": ev.business_key,
-        "trace_id": ev.trace_id,
-        "span_id": ev.span_id,
-        "error_code": ev.error.as_ref().map(|x| &x.code),
-        "error_message": ev.error.as_ref().map(|x| &x.message),
-        "metadata": ev.metadata,
-        "kafka_topic": e.source.as_ref().map(|s| &s.topic),
-        "kafka_partition": e.source.as_ref().map(|s| s.partition),
-        "kafka_offset": e.source.as_ref().map(|s| s.offset),
-    })
-}
-
-fn saga_json(s: &SagaState) -> Value {
-    json!({
-        "saga_id": s.saga_id,
-        "saga_type": s.saga_type,
-        "status": s.status.as_str(),
-        "started_at": ts(&s.started_at),
-        "updated_at": ts(&s.updated_at),
-        "ended_at": s.ended_at.as_ref().map(ts),
-        "duration_ms": s.duration_ms,
-        "current_step": s.current_step,
-        "failed_step": s.failed_step,
-        "failure_code": s.failure.as_ref().map(|f| &f.code),
-        "failure_message": s.failure.as_ref().map(|f| &f.message),
-        "compensation_started_at": s.compensation_started_at.as_ref().map(ts),
-        "compensation_ended_at": s.compensation_ended_at.as_ref().map(ts),
-        "compensation_duration_ms": s.compensation_duration_ms,
-        "event_count": s.event_count,
-        "late_event_count": s.late_event_count,
-        "business_key": s.business_key,
-        "trace_id": s.trace_id,
-        "metadata": s.metadata,
-        "services": s.services,
-        "first_received_at": ts(&s.first_received_at),
-        "last_received_at": ts(&s.last_received_at),
-    })
-}
-
+/// Inserts events from typed arrays (one per column, `unnest`ed in one statement): no JSON
+/// is built by us or parsed by PostgreSQL. Each event goes to its saga's day partition
+/// (`bucket_day`), where the primary key `(saga_id, event_id, bucket_day)` makes a redelivery a
+/// no-op. Returns the stored rows as PostgreSQL holds them (timestamps rounded to the
+/// microsecond), which is what the fold must see.
 const INSERT_EVENTS: &str = r#"
 insert into saga_events (
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset, tracker_trace_id)
-select
-    event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
-    service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset, $2::text
-from jsonb_to_recordset($1) as x(
-    event_id text, saga_id text, saga_type text, step text, step_status text, saga_status text,
-    occurred_at timestamptz, received_at timestamptz, service text, sequence bigint,
-    business_key text, trace_id text, span_id text, error_code text, error_message text,
-    metadata jsonb, kafka_topic text, kafka_partition integer, kafka_offset bigint)
-on conflict (event_id) do nothing
-returning event_id, occurred_at
+    kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
+select x.*, $21::text
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[],
+            $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[],
+            $18::integer[], $19::bigint[], $20::date[]) as x
+on conflict (saga_id, event_id, bucket_day) do nothing
+returning event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at,
+    received_at, service, sequence, business_key, trace_id, span_id, error_code,
+    error_message, metadata, kafka_topic, kafka_partition, kafka_offset
 "#;
 
 const UPSERT_SAGAS: &str = r#"
@@ -124,20 +73,23 @@ insert into sagas (
     saga_id, saga_type, status, started_at, updated_at, ended_at, duration_ms, current_step,
     failed_step, failure_code, failure_message, compensation_started_at, compensation_ended_at,
     compensation_duration_ms, event_count, late_event_count, business_key, trace_id, metadata,
-    services, first_received_at, last_received_at)
-select
-    saga_id, saga_type, status, started_at, updated_at, ended_at, duration_ms, current_step,
-    failed_step, failure_code, failure_message, compensation_started_at, compensation_ended_at,
-    compensation_duration_ms, event_count, late_event_count, business_key, trace_id,
-    coalesce(metadata, '{}'::jsonb), coalesce(services, '{}'), first_received_at, last_received_at
-from jsonb_to_recordset($1) as x(
-    saga_id text, saga_type text, status text, started_at timestamptz, updated_at timestamptz,
-    ended_at timestamptz, duration_ms bigint, current_step text, failed_step text,
-    failure_code text, failure_message text, compensation_started_at timestamptz,
-    compensation_ended_at timestamptz, compensation_duration_ms bigint, event_count integer,
-    late_event_count integer, business_key text, trace_id text, metadata jsonb, services text[],
-    first_received_at timestamptz, last_received_at timestamptz)
-on conflict (saga_id) do update set
+    services, first_received_at, last_received_at, bucket_day, fold_state)
+select saga_id, saga_type, status, started_at, updated_at, ended_at, duration_ms,
+    current_step, failed_step, failure_code, failure_message, compensation_started_at,
+    compensation_ended_at, compensation_duration_ms, event_count, late_event_count,
+    business_key, trace_id, metadata, string_to_array(services, E'\x1f'), first_received_at,
+    last_received_at, bucket_day, fold_state
+from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+            $6::timestamptz[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[],
+            $12::timestamptz[], $13::timestamptz[], $14::bigint[], $15::integer[],
+            $16::integer[], $17::text[], $18::text[], $19::jsonb[], $20::text[],
+            $21::timestamptz[], $22::timestamptz[], $23::date[], $24::text[])
+    as x(saga_id, saga_type, status, started_at, updated_at, ended_at, duration_ms,
+         current_step, failed_step, failure_code, failure_message, compensation_started_at,
+         compensation_ended_at, compensation_duration_ms, event_count, late_event_count,
+         business_key, trace_id, metadata, services, first_received_at, last_received_at,
+         bucket_day, fold_state)
+on conflict (saga_id, bucket_day) do update set
     saga_type = excluded.saga_type,
     status = excluded.status,
     started_at = excluded.started_at,
@@ -159,8 +111,75 @@ on conflict (saga_id) do update set
     services = excluded.services,
     first_received_at = excluded.first_received_at,
     last_received_at = excluded.last_received_at,
+    fold_state = excluded.fold_state,
     row_updated_at = now()
 "#;
+
+/// Separator of the services of one saga in the `text[]` the upsert splits again: a 2-D
+/// array would need every saga to have as many services as the others. ASCII unit
+/// separator, which the contract never lets into a service name (control characters are
+/// rejected).
+const SERVICE_SEPARATOR: char = '\u{1f}';
+
+/// A touched saga's row as it was before the batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct StoredSaga {
+    #[sqlx(flatten)]
+    facts: rollup::SagaFacts,
+    bucket_day: NaiveDate,
+}
+
+fn stored_sagas_sql() -> String {
+    format!(
+        "select {}, bucket_day from sagas where saga_id = any($1)",
+        rollup::SAGA_COLUMNS
+    )
+}
+
+/// The touched sagas' rows and the day partitions the batch writes to, locked `for share`
+/// (see [`partitions`]). A saga whose day was retired between reading its row and locking
+/// the day has been moved (or removed): its row is read again, at most a few times.
+async fn stored_sagas_and_days(
+    tx: &mut Transaction<'_, Postgres>,
+    saga_ids: &[String],
+    today: NaiveDate,
+) -> Result<(HashMap<String, StoredSaga>, NaiveDate), sqlx::Error> {
+    for _ in 0..3 {
+        let rows: Vec<StoredSaga> = sqlx::query_as(&stored_sagas_sql())
+            .bind(saga_ids)
+            .fetch_all(&mut **tx)
+            .await?;
+        let Some(new_day) = partitions::lock_new_day(tx, today).await? else {
+            return Err(sqlx::Error::Protocol(
+                "no day partition of `sagas` exists: run `saga-tracker migrate` \
+                 (it creates them)"
+                    .into(),
+            ));
+        };
+        let days: Vec<NaiveDate> = rows
+            .iter()
+            .map(|r| r.bucket_day)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let locked: HashSet<NaiveDate> = partitions::lock_days(tx, &days)
+            .await?
+            .into_iter()
+            .collect();
+        if days.iter().all(|d| locked.contains(d)) {
+            let rows = rows
+                .into_iter()
+                .map(|r| (r.facts.saga_id.clone(), r))
+                .collect();
+            return Ok((rows, new_day));
+        }
+    }
+    // Retention retired three days under this batch in a row: give up this attempt, the
+    // batch is retried (40001 is transient).
+    Err(sqlx::Error::Protocol(
+        "day partitions kept being retired while the batch read its sagas".into(),
+    ))
+}
 
 /// What the rollups need of an event: its step, step status and time.
 fn step_of(r: &EventRecord) -> (&str, &str, DateTime<Utc>) {
@@ -207,6 +226,18 @@ pub async fn write_batch_traced(
     events: &[IncomingEvent],
     tracker_trace_id: Option<&str>,
 ) -> Result<CommittedBatch, sqlx::Error> {
+    write_batch_on(pool, events, tracker_trace_id, Utc::now().date_naive()).await
+}
+
+/// [`write_batch_traced`] as if today (UTC) were `today`: new sagas go to the newest day
+/// partition not after it. The ingest path passes the real date; tests of the day partitions
+/// pass others to store sagas "days apart" without waiting for days.
+pub async fn write_batch_on(
+    pool: &PgPool,
+    events: &[IncomingEvent],
+    tracker_trace_id: Option<&str>,
+    today: NaiveDate,
+) -> Result<CommittedBatch, sqlx::Error> {
     let started = Instant::now();
     if events.is_empty() {
         return Ok(CommittedBatch::default());
@@ -234,20 +265,16 @@ pub async fn write_batch_traced(
     .execute(&mut *tx)
     .await?;
 
-    let payload = Value::Array(unique.iter().map(|e| event_json(e)).collect());
-    let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(INSERT_EVENTS)
-        .bind(&payload)
+    // The rows as they were before this batch: their status feeds the transition counters,
+    // their statistics contribution is subtracted from the rollups below, and their day is
+    // where the saga's new events go.
+    let (previous, new_day) = stored_sagas_and_days(&mut tx, &saga_ids, today).await?;
+    let day_of = |saga_id: &str| previous.get(saga_id).map_or(new_day, |p| p.bucket_day);
+
+    let inserted: Vec<EventRow> = bind_events(sqlx::query_as(INSERT_EVENTS), &unique, &day_of)
         .bind(tracker_trace_id)
         .fetch_all(&mut *tx)
         .await?;
-
-    // The rows as they were before this batch: their status feeds the transition counters,
-    // and their statistics contribution is subtracted from the rollups below.
-    let previous: HashMap<String, rollup::SagaFacts> = rollup::previous_rows(&mut tx, &saga_ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.saga_id.clone(), row))
-        .collect();
 
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "select {EVENT_COLUMNS} from saga_events where saga_id = any($1)"
@@ -271,7 +298,7 @@ pub async fn write_batch_traced(
         };
         let before = previous
             .get(*saga_id)
-            .and_then(|s| SagaStatus::parse(&s.status));
+            .and_then(|s| SagaStatus::parse(&s.facts.status));
         if before != Some(state.status) {
             transitions.push(Transition {
                 saga_type: state.saga_type.clone(),
@@ -283,15 +310,13 @@ pub async fn write_batch_traced(
         }
         states.push(state);
     }
-    let sagas = Value::Array(states.iter().map(saga_json).collect());
-    sqlx::query(UPSERT_SAGAS)
-        .bind(&sagas)
+    bind_sagas(sqlx::query(UPSERT_SAGAS), &states, &day_of, |_| None)
         .execute(&mut *tx)
         .await?;
 
     // Statistics rollups: each touched saga's contribution as it is now, minus the one it
     // had before this batch (its old row, with the events stored before this batch).
-    let newly_stored: HashSet<&str> = inserted.iter().map(|(id, _)| id.as_str()).collect();
+    let newly_stored: HashSet<&str> = inserted.iter().map(|r| r.event_id.as_str()).collect();
     let mut delta = rollup::Delta::default();
     for state in &states {
         let records = by_saga
@@ -302,7 +327,7 @@ pub async fn write_batch_traced(
             &rollup::SagaFacts::from(state),
             &rollup::step_facts(records.iter().map(step_of)),
         );
-        if let Some(old) = previous.get(&state.saga_id) {
+        if let Some(StoredSaga { facts: old, .. }) = previous.get(&state.saga_id) {
             let before = records
                 .iter()
                 .filter(|r| !newly_stored.contains(r.event.event_id.as_str()));
@@ -330,11 +355,92 @@ pub async fn write_batch_traced(
         write_time: started.elapsed(),
         visibility_lags: inserted
             .iter()
-            .map(|(_, occurred)| {
-                (committed_at - *occurred).num_microseconds().unwrap_or(0) as f64 / 1e6
+            .map(|r| {
+                (committed_at - r.occurred_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1e6
             })
             .collect(),
         transitions,
         step_failures,
     })
+}
+
+/// Binds the events as the first 20 parameters of [`INSERT_EVENTS`], one array per column.
+fn bind_events<'q, O>(
+    query: QueryAs<'q, Postgres, O, PgArguments>,
+    events: &[&IncomingEvent],
+    day_of: &impl Fn(&str) -> NaiveDate,
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    fn col<'a, T>(events: &[&'a IncomingEvent], f: impl Fn(&'a IncomingEvent) -> T) -> Vec<T> {
+        events.iter().map(|e| f(e)).collect()
+    }
+    query
+        .bind(col(events, |e| e.event.event_id.clone()))
+        .bind(col(events, |e| e.event.saga_id.clone()))
+        .bind(col(events, |e| e.event.saga_type.clone()))
+        .bind(col(events, |e| e.event.step.clone()))
+        .bind(col(events, |e| e.event.step_status.as_str()))
+        .bind(col(events, |e| e.event.saga_status.map(SagaStatus::as_str)))
+        .bind(col(events, |e| e.event.occurred_at))
+        .bind(col(events, |e| e.received_at))
+        .bind(col(events, |e| e.event.service.clone()))
+        .bind(col(events, |e| e.event.sequence))
+        .bind(col(events, |e| e.event.business_key.clone()))
+        .bind(col(events, |e| e.event.trace_id.clone()))
+        .bind(col(events, |e| e.event.span_id.clone()))
+        .bind(col(events, |e| {
+            e.event.error.as_ref().map(|x| x.code.clone())
+        }))
+        .bind(col(events, |e| {
+            e.event.error.as_ref().map(|x| x.message.clone())
+        }))
+        .bind(col(events, |e| {
+            e.event.metadata.as_ref().map(|m| Value::Object(m.clone()))
+        }))
+        .bind(col(events, |e| e.source.as_ref().map(|s| s.topic.clone())))
+        .bind(col(events, |e| e.source.as_ref().map(|s| s.partition)))
+        .bind(col(events, |e| e.source.as_ref().map(|s| s.offset)))
+        .bind(col(events, |e| day_of(&e.event.saga_id)))
+}
+
+/// Binds the saga rows as the parameters of [`UPSERT_SAGAS`], one array per column.
+fn bind_sagas<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    states: &[SagaState],
+    day_of: &impl Fn(&str) -> NaiveDate,
+    fold_state: impl Fn(&SagaState) -> Option<String>,
+) -> Query<'q, Postgres, PgArguments> {
+    fn col<T>(states: &[SagaState], f: impl Fn(&SagaState) -> T) -> Vec<T> {
+        states.iter().map(f).collect()
+    }
+    let separator = SERVICE_SEPARATOR.to_string();
+    query
+        .bind(col(states, |s| s.saga_id.clone()))
+        .bind(col(states, |s| s.saga_type.clone()))
+        .bind(col(states, |s| s.status.as_str()))
+        .bind(col(states, |s| s.started_at))
+        .bind(col(states, |s| s.updated_at))
+        .bind(col(states, |s| s.ended_at))
+        .bind(col(states, |s| s.duration_ms))
+        .bind(col(states, |s| s.current_step.clone()))
+        .bind(col(states, |s| s.failed_step.clone()))
+        .bind(col(states, |s| s.failure.as_ref().map(|f| f.code.clone())))
+        .bind(col(states, |s| {
+            s.failure.as_ref().map(|f| f.message.clone())
+        }))
+        .bind(col(states, |s| s.compensation_started_at))
+        .bind(col(states, |s| s.compensation_ended_at))
+        .bind(col(states, |s| s.compensation_duration_ms))
+        .bind(col(states, |s| s.event_count))
+        .bind(col(states, |s| s.late_event_count))
+        .bind(col(states, |s| s.business_key.clone()))
+        .bind(col(states, |s| s.trace_id.clone()))
+        .bind(col(states, |s| Value::Object(s.metadata.clone())))
+        .bind(col(states, |s| s.services.join(&separator)))
+        .bind(col(states, |s| s.first_received_at))
+        .bind(col(states, |s| s.last_received_at))
+        .bind(col(states, |s| day_of(&s.saga_id)))
+        .bind(col(states, fold_state))
 }

@@ -105,6 +105,10 @@ pub async fn migrated_test_db(prefix: &str) -> (TestDb, PgPool) {
         .await
         .expect("connect to the test database");
     MIGRATOR.run(&pool).await.expect("migrations apply");
+    // `store::migrate` does this too: ingest writes into today's day partition.
+    saga_tracker::store::partitions::ensure(&pool, chrono::Utc::now().date_naive())
+        .await
+        .expect("day partitions");
     (db, pool)
 }
 

@@ -1,0 +1,488 @@
+//! Day partitions of `sagas` and `saga_events` against a real PostgreSQL: idempotency across
+//! partitions, retention by dropping whole days, and the in-place conversion of a database
+//! created before partitioning.
+//!
+//! "Days apart" is real storage days: the write path is told which day it is
+//! (`write_batch_on`), so a saga stored "three days ago" lives in that day's partition.
+
+mod common;
+
+use chrono::{DateTime, Days, Duration, NaiveDate, Utc};
+use saga_tracker::store::write::{write_batch_on, IncomingEvent};
+use saga_tracker::store::{partitions, retention, rollup};
+use saga_tracker_sdk::contract::{SagaStatus, StepStatus};
+use sqlx::PgPool;
+
+use common::{migrated_test_db, server_options, Saga, TestDb};
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+/// A saga of two steps that began at `start`; completed at `end` when given.
+fn saga(id: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Vec<IncomingEvent> {
+    let mut s = Saga::new(id, "ORDER")
+        .ev("RESERVE", StepStatus::Started, start, "stock", None)
+        .ev(
+            "RESERVE",
+            StepStatus::Succeeded,
+            start + Duration::seconds(1),
+            "stock",
+            None,
+        );
+    if let Some(end) = end {
+        s = s.ev(
+            "SHIP",
+            StepStatus::Succeeded,
+            end,
+            "shipping",
+            Some(SagaStatus::Completed),
+        );
+    }
+    s.events
+}
+
+async fn write_on(pool: &PgPool, events: &[IncomingEvent], day: NaiveDate) -> (u64, u64) {
+    let b = write_batch_on(pool, events, None, day)
+        .await
+        .expect("batch commits");
+    (b.ok, b.duplicate)
+}
+
+/// The partition each of the saga's rows and events is in (`tableoid`), deduplicated.
+async fn homes(pool: &PgPool, saga_id: &str) -> (Vec<String>, Vec<String>) {
+    let sagas: Vec<String> = sqlx::query_scalar(
+        "select distinct tableoid::regclass::text from sagas where saga_id = $1",
+    )
+    .bind(saga_id)
+    .fetch_all(pool)
+    .await
+    .expect("sagas");
+    let events: Vec<String> = sqlx::query_scalar(
+        "select distinct tableoid::regclass::text from saga_events where saga_id = $1",
+    )
+    .bind(saga_id)
+    .fetch_all(pool)
+    .await
+    .expect("events");
+    (sagas, events)
+}
+
+async fn count(pool: &PgPool, sql: &str, saga_id: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(saga_id)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+async fn events_of(pool: &PgPool, saga_id: &str) -> i64 {
+    count(
+        pool,
+        "select count(*) from saga_events where saga_id = $1",
+        saga_id,
+    )
+    .await
+}
+
+async fn saga_rows(pool: &PgPool, saga_id: &str) -> i64 {
+    count(
+        pool,
+        "select count(*) from sagas where saga_id = $1",
+        saga_id,
+    )
+    .await
+}
+
+async fn table_exists(pool: &PgPool, name: &str) -> bool {
+    sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .expect("to_regclass")
+}
+
+/// Every rollup row, as text, in a stable order.
+async fn rollup_snapshot(pool: &PgPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in [
+        "stats_hourly",
+        "stats_hourly_durations",
+        "stats_daily",
+        "stats_daily_durations",
+    ] {
+        let part: Vec<String> = sqlx::query_scalar(&format!(
+            "select '{table} ' || to_jsonb(t)::text from {table} t order by 1"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("rollup rows");
+        rows.extend(part);
+    }
+    rows
+}
+
+async fn assert_rollups_equal_rebuild(pool: &PgPool, when: &str) {
+    let incremental = rollup_snapshot(pool).await;
+    rollup::rebuild(pool).await.expect("rebuild");
+    let rebuilt = rollup_snapshot(pool).await;
+    assert_eq!(
+        incremental, rebuilt,
+        "{when}: rollups differ from a rebuild"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivery_days_later_is_stored_once_in_the_sagas_day() {
+    let (_db, pool) = migrated_test_db("partitions_dup").await;
+    let first_day = today() - Days::new(3);
+    partitions::ensure(&pool, first_day)
+        .await
+        .expect("partitions");
+    let start = Utc::now() - Duration::days(3);
+    let events = saga("order-1", start, Some(start + Duration::seconds(5)));
+
+    // Day 1: the first event only.
+    assert_eq!(write_on(&pool, &events[..1], first_day).await, (1, 0));
+    let day1 = format!("{}", first_day.format("%Y%m%d"));
+    assert_eq!(
+        homes(&pool, "order-1").await,
+        (
+            vec![format!("sagas_p{day1}")],
+            vec![format!("saga_events_p{day1}")]
+        )
+    );
+
+    // Three days later: the first event again (a redelivery, received later) and the rest.
+    let mut later: Vec<IncomingEvent> = events.clone();
+    for e in &mut later {
+        e.received_at = Utc::now();
+    }
+    assert_eq!(write_on(&pool, &later, today()).await, (2, 1));
+    assert_eq!(events_of(&pool, "order-1").await, 3, "each event once");
+    assert_eq!(saga_rows(&pool, "order-1").await, 1, "one saga row");
+    assert_eq!(
+        homes(&pool, "order-1").await,
+        (
+            vec![format!("sagas_p{day1}")],
+            vec![format!("saga_events_p{day1}")]
+        ),
+        "the saga and all its events stay in the day it was first stored"
+    );
+    let (status, event_count): (String, i32) =
+        sqlx::query_as("select status, event_count from sagas where saga_id = 'order-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!((status.as_str(), event_count), ("COMPLETED", 3));
+
+    // The whole saga redelivered once more, yet another day: nothing new.
+    assert_eq!(write_on(&pool, &later, today()).await, (0, 3));
+    assert_eq!(events_of(&pool, "order-1").await, 3);
+
+    // Event ids are unique per saga: the same id on another saga is that saga's event.
+    let mut other = saga("order-2", start, None);
+    other[0].event.event_id = events[0].event.event_id.clone();
+    assert_eq!(write_on(&pool, &other[..1], today()).await, (1, 0));
+    assert_eq!(events_of(&pool, "order-2").await, 1);
+    assert_rollups_equal_rebuild(&pool, "after the redeliveries").await;
+}
+
+#[tokio::test]
+async fn retention_drops_a_due_day_whole_and_moves_the_sagas_not_yet_due() {
+    let (_db, pool) = migrated_test_db("partitions_retire").await;
+    let old_day = today() - Days::new(10);
+    partitions::ensure(&pool, old_day)
+        .await
+        .expect("partitions");
+    let long_ago = Utc::now() - Duration::days(10);
+    let due = saga("due", long_ago, Some(long_ago + Duration::seconds(5)));
+    let running = saga("running", long_ago, None);
+    let recent_end = saga(
+        "ended-recently",
+        long_ago,
+        Some(Utc::now() - Duration::days(1)),
+    );
+    let mut batch = due.clone();
+    batch.extend(running.clone());
+    batch.extend(recent_end.clone());
+    assert_eq!(write_on(&pool, &batch, old_day).await, (8, 0));
+    // Stored today, although its events are as old.
+    let fresh = saga(
+        "stored-today",
+        long_ago,
+        Some(long_ago + Duration::seconds(5)),
+    );
+    assert_eq!(write_on(&pool, &fresh, today()).await, (3, 0));
+
+    let old = format!("{}", old_day.format("%Y%m%d"));
+    assert!(table_exists(&pool, &format!("sagas_p{old}")).await);
+    let cutoff = Utc::now() - Duration::days(5);
+    let removed = retention::run_pass(&pool, cutoff, 1000, |_| {})
+        .await
+        .expect("retention pass");
+    // The empty days around it that `ensure` created are due as well.
+    assert!(removed.days >= 1, "{removed:?}");
+    // "stored-today" ended as long ago but was stored today (an import of old events): its
+    // day is far from due, so it is deleted row by row.
+    assert_eq!(
+        (removed.sagas, removed.events, removed.moved),
+        (2, 6, 2),
+        "{removed:?}"
+    );
+    assert!(!table_exists(&pool, &format!("sagas_p{old}")).await);
+    assert!(!table_exists(&pool, &format!("saga_events_p{old}")).await);
+    let days = partitions::days(&pool).await.expect("days");
+    assert!(days.iter().all(|d| d.day != old_day), "{days:?}");
+
+    assert_eq!(saga_rows(&pool, "due").await, 0);
+    assert_eq!(events_of(&pool, "due").await, 0);
+    let now_day = format!("{}", today().format("%Y%m%d"));
+    assert_eq!(saga_rows(&pool, "stored-today").await, 0);
+    for (id, n) in [("running", 2), ("ended-recently", 3)] {
+        assert_eq!(saga_rows(&pool, id).await, 1, "{id}");
+        assert_eq!(
+            events_of(&pool, id).await,
+            n,
+            "{id}: every event moved along"
+        );
+        assert_eq!(
+            homes(&pool, id).await,
+            (
+                vec![format!("sagas_p{now_day}")],
+                vec![format!("saga_events_p{now_day}")]
+            ),
+            "{id}"
+        );
+    }
+    assert_rollups_equal_rebuild(&pool, "after retiring a day").await;
+
+    // A moved saga still deduplicates, and goes on in its new day.
+    let mut again = running.clone();
+    again.extend(
+        saga("running", long_ago, Some(Utc::now()))
+            .into_iter()
+            .skip(2),
+    );
+    assert_eq!(write_on(&pool, &again, today()).await, (1, 2));
+    assert_eq!(events_of(&pool, "running").await, 3);
+    // A late event of a removed saga starts it again from what remains (as before).
+    assert_eq!(write_on(&pool, &due[2..], today()).await, (1, 0));
+    assert_eq!(saga_rows(&pool, "due").await, 1);
+    assert_rollups_equal_rebuild(&pool, "after writing to moved sagas").await;
+
+    // The next pass: no day is due any more; the recreated "due" saga (its late event ended
+    // it long ago, and it was stored today) goes row by row, and nothing else.
+    let again = retention::run_pass(&pool, cutoff, 1000, |_| {})
+        .await
+        .expect("second pass");
+    assert_eq!(
+        (again.days, again.sagas, again.events),
+        (0, 1, 1),
+        "{again:?}"
+    );
+    assert_eq!(saga_rows(&pool, "due").await, 0);
+    assert_eq!(saga_rows(&pool, "running").await, 1);
+    let third = retention::run_pass(&pool, cutoff, 1000, |_| {})
+        .await
+        .expect("third pass");
+    assert_eq!((third.days, third.sagas), (0, 0), "{third:?}");
+}
+
+/// The column list of `table` as it was before partitioning, for checksums that compare the
+/// same columns before and after.
+async fn columns(pool: &PgPool, table: &str) -> String {
+    sqlx::query_scalar(
+        "select string_agg(quote_ident(column_name), ', ' order by ordinal_position) \
+         from information_schema.columns where table_name = $1 and table_schema = 'public'",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .expect("columns")
+}
+
+async fn checksum(pool: &PgPool, table: &str, cols: &str, key: &str) -> (i64, String) {
+    sqlx::query_as(&format!(
+        "select count(*), md5(coalesce(string_agg(row({cols})::text, '|' order by {key}), '')) \
+         from {table}"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("checksum")
+}
+
+#[tokio::test]
+async fn a_database_from_before_partitioning_is_converted_in_place_without_losing_a_row() {
+    let db = TestDb::create("partitions_convert").await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(server_options().database(&db.name))
+        .await
+        .expect("connect");
+    // The schema as the previous release left it: the migrations before partitioning.
+    let old_migrations = std::env::temp_dir().join(format!("{}_migrations", db.name));
+    std::fs::create_dir_all(&old_migrations).expect("temp dir");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    for entry in std::fs::read_dir(&dir).expect("migrations dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.as_str() < "20261203000001" {
+            std::fs::copy(&path, old_migrations.join(&name)).expect("copy migration");
+        }
+    }
+    let before = sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .expect("old migrations");
+    before.run(&pool).await.expect("old migrations apply");
+    std::fs::remove_dir_all(&old_migrations).ok();
+    // 400 sagas of 5 events, written the way that release wrote them (one row per event id,
+    // one per saga), three days old and finished.
+    sqlx::query(
+        "insert into saga_events (event_id, saga_id, saga_type, step, step_status, saga_status, \
+           occurred_at, received_at, service, sequence, metadata, kafka_topic, kafka_partition, \
+           kafka_offset) \
+         select 'ev-' || s || '-' || n, 'legacy-' || s, 'ORDER', 'STEP_' || n, \
+           case when n = 5 then 'SUCCEEDED' else 'STARTED' end, \
+           case when n = 5 then 'COMPLETED' end, \
+           now() - interval '3 days' + n * interval '1 second', \
+           now() - interval '3 days' + n * interval '1 second', 'svc-' || (n % 2), n, \
+           jsonb_build_object('n', n), 'saga.tracker', s % 4, s * 10 + n \
+         from generate_series(1, 400) s, generate_series(1, 5) n",
+    )
+    .execute(&pool)
+    .await
+    .expect("old events");
+    sqlx::query(
+        "insert into sagas (saga_id, saga_type, status, started_at, updated_at, ended_at, \
+           duration_ms, current_step, event_count, services, first_received_at, \
+           last_received_at) \
+         select saga_id, 'ORDER', 'COMPLETED', min(occurred_at), max(occurred_at), \
+           max(occurred_at), 4000, 'STEP_5', count(*), array['svc-0', 'svc-1'], \
+           min(received_at), max(received_at) \
+         from saga_events group by saga_id",
+    )
+    .execute(&pool)
+    .await
+    .expect("old sagas");
+    let saga_cols = columns(&pool, "sagas").await;
+    let event_cols = columns(&pool, "saga_events").await;
+    let sagas_before = checksum(&pool, "sagas", &saga_cols, "saga_id").await;
+    let events_before = checksum(&pool, "saga_events", &event_cols, "event_id").await;
+    assert_eq!((sagas_before.0, events_before.0), (400, 2000));
+
+    saga_tracker::store::migrate(&pool).await.expect("migrate");
+
+    assert_eq!(
+        checksum(&pool, "sagas", &saga_cols, "saga_id").await,
+        sagas_before,
+        "every saga row, column for column"
+    );
+    assert_eq!(
+        checksum(&pool, "saga_events", &event_cols, "event_id").await,
+        events_before,
+        "every event row, column for column"
+    );
+    let days = partitions::days(&pool).await.expect("days");
+    let yesterday = today() - Days::new(1);
+    assert!(
+        days.contains(&partitions::Day {
+            day: yesterday,
+            legacy: true
+        }),
+        "{days:?}"
+    );
+    assert!(
+        days.iter().any(|d| d.day == today() && !d.legacy),
+        "{days:?}"
+    );
+    // The old indexes were adopted by the partitioned tables, not built again.
+    let adopted: Vec<String> = sqlx::query_scalar(
+        "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid \
+         where c.relkind = 'i' and c.relname like '%\\_legacy' order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("adopted indexes");
+    assert!(
+        adopted.contains(&"sagas_started_idx_legacy".to_owned())
+            && adopted.contains(&"saga_events_step_idx_legacy".to_owned())
+            && adopted.contains(&"sagas_metadata_idx_legacy".to_owned()),
+        "{adopted:?}"
+    );
+    let legacy_indexes: i64 = sqlx::query_scalar(
+        "select count(*) from pg_index where indrelid = 'sagas_legacy'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("indexes");
+    let parent_indexes: i64 =
+        sqlx::query_scalar("select count(*) from pg_index where indrelid = 'sagas'::regclass")
+            .fetch_one(&pool)
+            .await
+            .expect("indexes");
+    assert_eq!(legacy_indexes, parent_indexes, "no index twice");
+
+    // Ingest goes on over the converted data: a redelivered old event is a duplicate, a new
+    // event of an old saga joins it in the legacy partition, a new saga goes to today's day.
+    let old = Saga::new("legacy-7", "ORDER")
+        .ev(
+            "STEP_1",
+            StepStatus::Started,
+            Utc::now() - Duration::days(3),
+            "svc-1",
+            None,
+        )
+        .events;
+    let mut redelivered = old.clone();
+    redelivered[0].event.event_id = "ev-7-1".to_owned();
+    let mut late = old.clone();
+    late[0].event.event_id = "ev-7-6".to_owned();
+    late[0].event.sequence = Some(6);
+    let mut batch = redelivered;
+    batch.extend(late);
+    batch.extend(saga("new-saga", Utc::now(), None));
+    assert_eq!(write_on(&pool, &batch, today()).await, (3, 1));
+    assert_eq!(events_of(&pool, "legacy-7").await, 6);
+    assert_eq!(saga_rows(&pool, "legacy-7").await, 1);
+    assert_eq!(
+        homes(&pool, "legacy-7").await,
+        (
+            vec!["sagas_legacy".to_owned()],
+            vec!["saga_events_legacy".to_owned()]
+        )
+    );
+    let now_day = format!("{}", today().format("%Y%m%d"));
+    assert_eq!(
+        homes(&pool, "new-saga").await,
+        (
+            vec![format!("sagas_p{now_day}")],
+            vec![format!("saga_events_p{now_day}")]
+        )
+    );
+    assert_rollups_equal_rebuild(&pool, "after converting").await;
+
+    // Until the legacy day itself is due, its due sagas are deleted row by row, as before.
+    let removed = retention::run_pass(&pool, Utc::now() - Duration::days(2), 100, |_| {})
+        .await
+        .expect("retention");
+    assert_eq!(
+        (removed.days, removed.sagas, removed.events),
+        (0, 400, 2001)
+    );
+    assert_eq!(saga_rows(&pool, "new-saga").await, 1, "running: kept");
+    assert_rollups_equal_rebuild(&pool, "after deleting legacy rows").await;
+    // Then the legacy day goes like any other; what is not due moves to today.
+    let removed = retention::run_pass(&pool, Utc::now(), 100, |_| {})
+        .await
+        .expect("retention");
+    assert_eq!(removed.days, 1, "{removed:?}");
+    assert!(!table_exists(&pool, "sagas_legacy").await);
+    assert_eq!(saga_rows(&pool, "new-saga").await, 1);
+    assert_rollups_equal_rebuild(&pool, "after retiring the legacy day").await;
+    pool.close().await;
+}
