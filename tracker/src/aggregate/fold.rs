@@ -143,96 +143,246 @@ pub fn canonical_order(events: &[EventRecord]) -> Vec<&EventRecord> {
     }
     let mut ordered: Vec<&EventRecord> = kept.into_values().collect();
     // `Option`'s order puts `None` before every `Some`, which is exactly rule 2.
-    ordered.sort_by(|a, b| {
-        (a.event.sequence, a.event.occurred_at, &a.event.event_id).cmp(&(
-            b.event.sequence,
-            b.event.occurred_at,
-            &b.event.event_id,
-        ))
-    });
+    ordered.sort_by(|a, b| key_of(a).cmp(&key_of(b)));
     ordered
 }
 
 /// Folds a saga's events into its state. `None` for an empty slice.
 pub fn fold(events: &[EventRecord]) -> Option<SagaState> {
     let ordered = canonical_order(events);
-    let first = *ordered.first()?;
+    let (first, rest) = ordered.split_first()?;
+    let mut folding = Folding::start(first);
+    for record in rest {
+        folding.push(record);
+    }
+    Some(folding.finish().0)
+}
 
-    let mut machine: Option<Machine> = None;
-    let mut entered_at = first.event.occurred_at;
-    let mut current_step = first.event.step.as_str();
-    let mut late_events = 0_usize;
-    let mut failed: Option<&SagaEvent> = None;
-    let mut compensation_started_at = None;
-    let mut metadata = Map::new();
-    let mut services = BTreeSet::new();
+/// The canonical key of an event (rule 2): `(sequence, occurredAt, eventId)`.
+pub(super) type Key<'a> = (Option<i64>, DateTime<Utc>, &'a str);
 
-    for (position, record) in ordered.iter().enumerate() {
-        let event = &record.event;
-        if let Some(m) = &event.metadata {
-            metadata.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        services.insert(event.service.as_str());
+/// The key [`canonical_order`] sorts by.
+pub(super) fn key_of(record: &EventRecord) -> Key<'_> {
+    (
+        record.event.sequence,
+        record.event.occurred_at,
+        record.event.event_id.as_str(),
+    )
+}
 
-        if machine.is_some_and(|m| m.status.is_absorbing()) {
-            late_events += 1;
-            continue;
-        }
-        current_step = event.step.as_str();
-        if failed.is_none() && event.step_status == StepStatus::Failed {
-            failed = Some(event);
-        }
-        if compensation_started_at.is_none() && begins_compensation(event) {
-            compensation_started_at = Some(event.occurred_at);
-        }
-        let proposal = Proposal::of(event, position == 0);
-        let next = match machine {
-            None => Some(Machine::initial(proposal)),
-            Some(now) => now.apply(proposal),
+/// What the fold knows beyond [`SagaState`] after its last event: the part of
+/// [`Folding`] that `resume` needs back to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tail<'a> {
+    /// The state machine's `failed_explicitly` (rule 3's table).
+    pub(super) failed_explicitly: bool,
+    /// The key of the last event folded, the greatest in saga order.
+    pub(super) last: Key<'a>,
+}
+
+/// The fold in progress: a left fold over saga order, one [`Folding::push`] per event.
+///
+/// [`fold`] starts it at the first event; [`super::resume`] rebuilds it from a stored
+/// [`SagaState`] and [`Tail`] and pushes the events that sort after the last one. Both
+/// therefore run the very same step, which is what lets the property tests say "resuming
+/// equals refolding" instead of comparing two implementations of the rules.
+#[derive(Debug)]
+pub(super) struct Folding<'a> {
+    saga_id: &'a str,
+    saga_type: &'a str,
+    machine: Machine,
+    /// When the current status was entered. Only observable through `ended_at` and
+    /// `compensation_ended_at`, i.e. while the status is `COMPLETED`, `FAILED` or
+    /// `COMPENSATED` — which is why a resumed fold can take it from `ended_at`.
+    entered_at: DateTime<Utc>,
+    current_step: &'a str,
+    failed: Option<Failure<'a>>,
+    compensation_started_at: Option<DateTime<Utc>>,
+    event_count: usize,
+    late_events: usize,
+    business_key: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    metadata: Map<String, Value>,
+    services: BTreeSet<&'a str>,
+    started_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    first_received_at: DateTime<Utc>,
+    last_received_at: DateTime<Utc>,
+    last: Key<'a>,
+}
+
+/// The first failed step: still an event while folding, or already a stored row's
+/// `failed_step` and `failure` when resuming.
+#[derive(Debug, Clone, Copy)]
+enum Failure<'a> {
+    Event(&'a SagaEvent),
+    Stored(&'a str, &'a StepError),
+}
+
+impl<'a> Folding<'a> {
+    /// The fold after the first event of the saga.
+    pub(super) fn start(first: &'a EventRecord) -> Self {
+        let event = &first.event;
+        let mut folding = Self {
+            saga_id: &event.saga_id,
+            saga_type: &event.saga_type,
+            machine: Machine::initial(Proposal::of(event, true)),
+            entered_at: event.occurred_at,
+            current_step: &event.step,
+            failed: None,
+            compensation_started_at: None,
+            event_count: 0,
+            late_events: 0,
+            business_key: None,
+            trace_id: None,
+            metadata: Map::new(),
+            services: BTreeSet::new(),
+            started_at: event.occurred_at,
+            updated_at: event.occurred_at,
+            first_received_at: first.received_at,
+            last_received_at: first.received_at,
+            last: key_of(first),
         };
-        if let Some(next) = next {
-            if machine.map(|m| m.status) != Some(next.status) {
-                entered_at = event.occurred_at;
+        folding.record(first);
+        if event.step_status == StepStatus::Failed {
+            folding.failed = Some(Failure::Event(event));
+        }
+        if begins_compensation(event) {
+            folding.compensation_started_at = Some(event.occurred_at);
+        }
+        folding
+    }
+
+    /// The fold as it stood when it produced `state` and `tail`. `None` when the two
+    /// cannot belong together (a negative count, `failed_explicitly` without `FAILED`).
+    pub(super) fn resume(state: &'a SagaState, tail: Tail<'a>) -> Option<Self> {
+        if tail.failed_explicitly && state.status != SagaStatus::Failed {
+            return None;
+        }
+        let failed = match (&state.failed_step, &state.failure) {
+            (Some(step), Some(failure)) => Some(Failure::Stored(step, failure)),
+            (None, None) => None,
+            _ => return None,
+        };
+        Some(Self {
+            saga_id: &state.saga_id,
+            saga_type: &state.saga_type,
+            machine: Machine {
+                status: state.status,
+                failed_explicitly: tail.failed_explicitly,
+            },
+            // Unobservable unless the status is one that sets `ended_at` (see the field).
+            entered_at: state.ended_at.unwrap_or(state.updated_at),
+            current_step: &state.current_step,
+            failed,
+            compensation_started_at: state.compensation_started_at,
+            event_count: usize::try_from(state.event_count).ok()?,
+            late_events: usize::try_from(state.late_event_count).ok()?,
+            business_key: state.business_key.as_deref(),
+            trace_id: state.trace_id.as_deref(),
+            metadata: state.metadata.clone(),
+            services: state.services.iter().map(String::as_str).collect(),
+            started_at: state.started_at,
+            updated_at: state.updated_at,
+            first_received_at: state.first_received_at,
+            last_received_at: state.last_received_at,
+            last: tail.last,
+        })
+    }
+
+    /// Folds in the next event in saga order: the loop body of rule 3. The caller
+    /// guarantees `record` sorts after every event pushed so far.
+    pub(super) fn push(&mut self, record: &'a EventRecord) {
+        let event = &record.event;
+        self.record(record);
+        self.last = key_of(record);
+        if self.machine.status.is_absorbing() {
+            self.late_events += 1;
+            return;
+        }
+        self.current_step = &event.step;
+        if self.failed.is_none() && event.step_status == StepStatus::Failed {
+            self.failed = Some(Failure::Event(event));
+        }
+        if self.compensation_started_at.is_none() && begins_compensation(event) {
+            self.compensation_started_at = Some(event.occurred_at);
+        }
+        if let Some(next) = self.machine.apply(Proposal::of(event, false)) {
+            if next.status != self.machine.status {
+                self.entered_at = event.occurred_at;
             }
-            machine = Some(next);
+            self.machine = next;
         }
     }
 
-    let status = machine?.status;
-    let started_at = ordered.iter().map(|r| r.event.occurred_at).min()?;
-    let updated_at = ordered.iter().map(|r| r.event.occurred_at).max()?;
-    let ended_at = matches!(
-        status,
-        SagaStatus::Completed | SagaStatus::Failed | SagaStatus::Compensated
-    )
-    .then_some(entered_at);
-    let compensation_ended_at = (status == SagaStatus::Compensated).then_some(entered_at);
+    /// What every event contributes, late or not.
+    fn record(&mut self, record: &'a EventRecord) {
+        let event = &record.event;
+        self.event_count += 1;
+        if let Some(m) = &event.metadata {
+            self.metadata
+                .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.services.insert(&event.service);
+        if self.business_key.is_none() {
+            self.business_key = event.business_key.as_deref();
+        }
+        if self.trace_id.is_none() {
+            self.trace_id = event.trace_id.as_deref();
+        }
+        self.started_at = self.started_at.min(event.occurred_at);
+        self.updated_at = self.updated_at.max(event.occurred_at);
+        self.first_received_at = self.first_received_at.min(record.received_at);
+        self.last_received_at = self.last_received_at.max(record.received_at);
+    }
 
-    Some(SagaState {
-        saga_id: first.event.saga_id.clone(),
-        saga_type: first.event.saga_type.clone(),
-        status,
-        started_at,
-        updated_at,
-        ended_at,
-        duration_ms: ended_at.map(|end| elapsed_ms(started_at, end)),
-        current_step: current_step.to_owned(),
-        failed_step: failed.map(|e| e.step.clone()),
-        failure: failed.map(failure_of),
-        compensation_started_at,
-        compensation_ended_at,
-        compensation_duration_ms: compensation_started_at
-            .zip(compensation_ended_at)
-            .map(|(start, end)| elapsed_ms(start, end)),
-        event_count: saturating_i32(ordered.len()),
-        late_event_count: saturating_i32(late_events),
-        business_key: ordered.iter().find_map(|r| r.event.business_key.clone()),
-        trace_id: ordered.iter().find_map(|r| r.event.trace_id.clone()),
-        metadata,
-        services: services.into_iter().map(str::to_owned).collect(),
-        first_received_at: ordered.iter().map(|r| r.received_at).min()?,
-        last_received_at: ordered.iter().map(|r| r.received_at).max()?,
-    })
+    /// The saga's state after the events pushed so far, and what it takes to go on.
+    pub(super) fn finish(self) -> (SagaState, Tail<'a>) {
+        let status = self.machine.status;
+        let started_at = self.started_at;
+        let ended_at = matches!(
+            status,
+            SagaStatus::Completed | SagaStatus::Failed | SagaStatus::Compensated
+        )
+        .then_some(self.entered_at);
+        let compensation_ended_at = (status == SagaStatus::Compensated).then_some(self.entered_at);
+        let (failed_step, failure) = match self.failed {
+            None => (None, None),
+            Some(Failure::Event(e)) => (Some(e.step.clone()), Some(failure_of(e))),
+            Some(Failure::Stored(step, failure)) => (Some(step.to_owned()), Some(failure.clone())),
+        };
+        let state = SagaState {
+            saga_id: self.saga_id.to_owned(),
+            saga_type: self.saga_type.to_owned(),
+            status,
+            started_at,
+            updated_at: self.updated_at,
+            ended_at,
+            duration_ms: ended_at.map(|end| elapsed_ms(started_at, end)),
+            current_step: self.current_step.to_owned(),
+            failed_step,
+            failure,
+            compensation_started_at: self.compensation_started_at,
+            compensation_ended_at,
+            compensation_duration_ms: self
+                .compensation_started_at
+                .zip(compensation_ended_at)
+                .map(|(start, end)| elapsed_ms(start, end)),
+            event_count: saturating_i32(self.event_count),
+            late_event_count: saturating_i32(self.late_events),
+            business_key: self.business_key.map(str::to_owned),
+            trace_id: self.trace_id.map(str::to_owned),
+            metadata: self.metadata,
+            services: self.services.into_iter().map(str::to_owned).collect(),
+            first_received_at: self.first_received_at,
+            last_received_at: self.last_received_at,
+        };
+        let tail = Tail {
+            failed_explicitly: self.machine.failed_explicitly,
+            last: self.last,
+        };
+        (state, tail)
+    }
 }
 
 /// Milliseconds from `start` to `end`, clamped at 0 so clock skew between emitters never
@@ -818,6 +968,89 @@ mod tests {
         }
     }
 
+    /// `fold` as it was written before it became [`Folding`] (shared with `resume`): the
+    /// refactor must not change a single field for any saga.
+    fn fold_as_before(events: &[EventRecord]) -> Option<SagaState> {
+        let ordered = canonical_order(events);
+        let first = *ordered.first()?;
+
+        let mut machine: Option<Machine> = None;
+        let mut entered_at = first.event.occurred_at;
+        let mut current_step = first.event.step.as_str();
+        let mut late_events = 0_usize;
+        let mut failed: Option<&SagaEvent> = None;
+        let mut compensation_started_at = None;
+        let mut metadata = Map::new();
+        let mut services = BTreeSet::new();
+
+        for (position, record) in ordered.iter().enumerate() {
+            let event = &record.event;
+            if let Some(m) = &event.metadata {
+                metadata.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            services.insert(event.service.as_str());
+
+            if machine.is_some_and(|m| m.status.is_absorbing()) {
+                late_events += 1;
+                continue;
+            }
+            current_step = event.step.as_str();
+            if failed.is_none() && event.step_status == StepStatus::Failed {
+                failed = Some(event);
+            }
+            if compensation_started_at.is_none() && begins_compensation(event) {
+                compensation_started_at = Some(event.occurred_at);
+            }
+            let proposal = Proposal::of(event, position == 0);
+            let next = match machine {
+                None => Some(Machine::initial(proposal)),
+                Some(now) => now.apply(proposal),
+            };
+            if let Some(next) = next {
+                if machine.map(|m| m.status) != Some(next.status) {
+                    entered_at = event.occurred_at;
+                }
+                machine = Some(next);
+            }
+        }
+
+        let status = machine?.status;
+        let started_at = ordered.iter().map(|r| r.event.occurred_at).min()?;
+        let updated_at = ordered.iter().map(|r| r.event.occurred_at).max()?;
+        let ended_at = matches!(
+            status,
+            SagaStatus::Completed | SagaStatus::Failed | SagaStatus::Compensated
+        )
+        .then_some(entered_at);
+        let compensation_ended_at = (status == SagaStatus::Compensated).then_some(entered_at);
+
+        Some(SagaState {
+            saga_id: first.event.saga_id.clone(),
+            saga_type: first.event.saga_type.clone(),
+            status,
+            started_at,
+            updated_at,
+            ended_at,
+            duration_ms: ended_at.map(|end| elapsed_ms(started_at, end)),
+            current_step: current_step.to_owned(),
+            failed_step: failed.map(|e| e.step.clone()),
+            failure: failed.map(failure_of),
+            compensation_started_at,
+            compensation_ended_at,
+            compensation_duration_ms: compensation_started_at
+                .zip(compensation_ended_at)
+                .map(|(start, end)| elapsed_ms(start, end)),
+            event_count: saturating_i32(ordered.len()),
+            late_event_count: saturating_i32(late_events),
+            business_key: ordered.iter().find_map(|r| r.event.business_key.clone()),
+            trace_id: ordered.iter().find_map(|r| r.event.trace_id.clone()),
+            metadata,
+            services: services.into_iter().map(str::to_owned).collect(),
+            first_received_at: ordered.iter().map(|r| r.received_at).min()?,
+            last_received_at: ordered.iter().map(|r| r.received_at).max()?,
+        })
+    }
+
     fn ids(events: &[EventRecord]) -> Vec<String> {
         canonical_order(events)
             .iter()
@@ -839,6 +1072,11 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn the_accumulator_folds_exactly_like_the_loop_it_replaced(events in arb_saga()) {
+            prop_assert_eq!(fold(&events), fold_as_before(&events));
+        }
 
         #[test]
         fn event_count_is_the_number_of_distinct_event_ids(events in arb_saga()) {

@@ -6,14 +6,20 @@
 //! makes late and out-of-order delivery harmless: the result depends only on the set of
 //! events, never on the order they arrived in or how often.
 //!
+//! Refolding every event on every batch costs a saga with many events dearly, so [`resume`]
+//! continues a stored fold with new events when that is provably the same — they all sort
+//! after the last folded one — and says `None` (refold) otherwise; see `resume.rs`.
+//!
 //! This module must not import `ingest`, `store` or `api`.
 
 mod fold;
+mod resume;
 #[cfg(test)]
 mod test_support;
 mod timeline;
 
 pub use fold::{canonical_order, fold, SagaState, UNSPECIFIED_ERROR_CODE};
+pub use resume::{fold_with_state, resume, step_facts, FoldState, StepFacts, FOLD_STATE_VERSION};
 pub use timeline::{timeline, StepCompensation, StepTimeline};
 
 use chrono::{DateTime, Utc};

@@ -98,6 +98,11 @@ impl Ev {
         self
     }
 
+    pub(super) fn trace(mut self, trace_id: &str) -> Self {
+        self.0.event.trace_id = Some(trace_id.to_owned());
+        self
+    }
+
     pub(super) fn received(mut self, at: DateTime<Utc>) -> Self {
         self.0.received_at = at;
         self
