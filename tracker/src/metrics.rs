@@ -294,6 +294,10 @@ pub struct CommittedBatch {
     /// `(saga_type, step)` of every newly stored event with step status `FAILED`
     /// (redelivered duplicates are not in it).
     pub step_failures: Vec<(String, String)>,
+    /// Sagas whose row was computed by continuing their stored fold (no stored event read).
+    pub resumed: u64,
+    /// Sagas refolded from all their stored events (out-of-order events, or no fold state).
+    pub refolded: u64,
 }
 
 /// Records a committed batch. Call only after the commit succeeded.

@@ -486,3 +486,74 @@ async fn a_database_from_before_partitioning_is_converted_in_place_without_losin
     assert_rollups_equal_rebuild(&pool, "after retiring the legacy day").await;
     pool.close().await;
 }
+
+/// In-order batches continue the stored fold instead of re-reading the saga's events, and
+/// give exactly the row one fold of all events gives; an out-of-order event falls back to a
+/// refold and still gives that row.
+#[tokio::test]
+async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
+    let (_db, pool) = migrated_test_db("partitions_resume").await;
+    let start = Utc::now() - Duration::minutes(10);
+    let mut s = Saga::new("long", "ORDER");
+    for n in 0..12 {
+        let status = if n % 2 == 0 {
+            StepStatus::Started
+        } else {
+            StepStatus::Succeeded
+        };
+        let last = (n == 11).then_some(SagaStatus::Completed);
+        s = s.ev(
+            &format!("STEP_{}", n / 2),
+            status,
+            start + Duration::seconds(n),
+            "svc",
+            last,
+        );
+    }
+    let events = s.events;
+    let row = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i32, Option<i64>, String, bool)>(
+            "select status, event_count, duration_ms, current_step, fold_state is not null \
+             from sagas where saga_id = 'long'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("row")
+    };
+    let mut resumed = 0;
+    for chunk in events.chunks(3) {
+        let b = write_batch_on(&pool, chunk, None, today())
+            .await
+            .expect("batch");
+        resumed += b.resumed;
+    }
+    assert_eq!(resumed, 3, "every batch after the first continues the fold");
+    let in_order = row(pool.clone()).await;
+    assert_eq!(
+        in_order,
+        (
+            "COMPLETED".to_owned(),
+            12,
+            Some(11_000),
+            "STEP_5".to_owned(),
+            true
+        )
+    );
+    assert_rollups_equal_rebuild(&pool, "after resumed batches").await;
+
+    // The same saga, its middle event arriving last: that batch refolds, same row.
+    let (_db2, pool2) = migrated_test_db("partitions_refold").await;
+    let mut shuffled: Vec<IncomingEvent> = events.clone();
+    let middle = shuffled.remove(5);
+    shuffled.push(middle);
+    let mut refolded = 0;
+    for chunk in shuffled.chunks(4) {
+        let b = write_batch_on(&pool2, chunk, None, today())
+            .await
+            .expect("batch");
+        refolded += b.refolded;
+    }
+    assert_eq!(refolded, 1, "only the batch with the late event refolds");
+    assert_eq!(row(pool2.clone()).await, in_order);
+    assert_rollups_equal_rebuild(&pool2, "after a refold").await;
+}

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepStatus};
+use saga_tracker_sdk::contract::{SagaEvent, SagaStatus, StepError, StepStatus};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::query::{Query, QueryAs};
@@ -121,19 +121,92 @@ on conflict (saga_id, bucket_day) do update set
 /// rejected).
 const SERVICE_SEPARATOR: char = '\u{1f}';
 
-/// A touched saga's row as it was before the batch.
+/// A touched saga's row as it was before the batch: what the rollups counted for it, the
+/// rest of its state (to resume the fold from) and its day.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct StoredSaga {
     #[sqlx(flatten)]
     facts: rollup::SagaFacts,
+    updated_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    current_step: String,
+    failed_step: Option<String>,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+    compensation_ended_at: Option<DateTime<Utc>>,
+    event_count: i32,
+    late_event_count: i32,
+    business_key: Option<String>,
+    trace_id: Option<String>,
+    metadata: Value,
+    first_received_at: DateTime<Utc>,
+    last_received_at: DateTime<Utc>,
     bucket_day: NaiveDate,
+    fold_state: Option<String>,
+}
+
+impl StoredSaga {
+    /// The stored fold state, if there is one this build can continue from.
+    fn fold_state(&self) -> Option<aggregate::FoldState> {
+        let value: Value = serde_json::from_str(self.fold_state.as_deref()?).ok()?;
+        aggregate::FoldState::from_json(&value)
+    }
+
+    /// The row as the aggregate's state (what `fold` gave when it was written).
+    fn state(&self) -> Result<SagaState, ()> {
+        let f = &self.facts;
+        Ok(SagaState {
+            saga_id: f.saga_id.clone(),
+            saga_type: f.saga_type.clone(),
+            status: SagaStatus::parse(&f.status).ok_or(())?,
+            started_at: f.started_at,
+            updated_at: self.updated_at,
+            ended_at: self.ended_at,
+            duration_ms: f.duration_ms,
+            current_step: self.current_step.clone(),
+            failed_step: self.failed_step.clone(),
+            failure: self.failure_code.as_ref().map(|code| StepError {
+                code: code.clone(),
+                message: self.failure_message.clone().unwrap_or_default(),
+            }),
+            compensation_started_at: f.compensation_started_at,
+            compensation_ended_at: self.compensation_ended_at,
+            compensation_duration_ms: f.compensation_duration_ms,
+            event_count: self.event_count,
+            late_event_count: self.late_event_count,
+            business_key: self.business_key.clone(),
+            trace_id: self.trace_id.clone(),
+            metadata: match &self.metadata {
+                Value::Object(m) => m.clone(),
+                _ => return Err(()),
+            },
+            services: f.services.clone(),
+            first_received_at: self.first_received_at,
+            last_received_at: self.last_received_at,
+        })
+    }
 }
 
 fn stored_sagas_sql() -> String {
     format!(
-        "select {}, bucket_day from sagas where saga_id = any($1)",
+        "select {}, updated_at, ended_at, current_step, failed_step, failure_code, \
+           failure_message, compensation_ended_at, event_count, late_event_count, business_key, \
+           trace_id, metadata, first_received_at, last_received_at, bucket_day, fold_state \
+         from sagas where saga_id = any($1)",
         rollup::SAGA_COLUMNS
     )
+}
+
+/// The aggregate's step facts as the rollups take them.
+fn rollup_steps(steps: Vec<aggregate::StepFacts>) -> Vec<rollup::StepFacts> {
+    steps
+        .into_iter()
+        .map(|s| rollup::StepFacts {
+            step: s.step,
+            failed: s.failed,
+            duration_us: s.duration_us,
+        })
+        .collect()
 }
 
 /// The touched sagas' rows and the day partitions the batch writes to, locked `for share`
@@ -276,28 +349,97 @@ pub async fn write_batch_on(
         .fetch_all(&mut *tx)
         .await?;
 
-    let rows: Vec<EventRow> = sqlx::query_as(&format!(
-        "select {EVENT_COLUMNS} from saga_events where saga_id = any($1)"
-    ))
-    .bind(&saga_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
-    for row in &rows {
-        by_saga
+    // What this batch newly stored, per saga (redeliveries are not in it).
+    let mut new_by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
+    for row in &inserted {
+        new_by_saga
             .entry(row.saga_id.as_str())
             .or_default()
             .push(row.to_record()?);
     }
 
-    let mut states = Vec::with_capacity(by_saga.len());
+    // Each saga that gained events: continue its stored fold when every new event sorts after
+    // the ones folded so far (the usual, in-order case: no stored event is read), else refold
+    // from all its stored events (out-of-order or late events, rows from before fold states).
+    struct Folded {
+        state: SagaState,
+        fold: aggregate::FoldState,
+        /// The step facts the saga's previous contribution had, when it had one.
+        old_steps: Option<Vec<rollup::StepFacts>>,
+    }
+    let mut folded: Vec<Folded> = Vec::with_capacity(new_by_saga.len());
+    let mut refold: Vec<String> = Vec::new();
+    for (saga_id, new) in &new_by_saga {
+        let resumed = previous.get(*saga_id).and_then(|prev| {
+            let stored = prev.fold_state()?;
+            let (state, fold) = aggregate::resume(&prev.state().ok()?, &stored, new)?;
+            Some(Folded {
+                state,
+                fold,
+                old_steps: Some(rollup_steps(stored.step_facts())),
+            })
+        });
+        match resumed {
+            Some(f) => folded.push(f),
+            // A saga without a row has no stored events either (every batch that stores an
+            // event writes its saga's row, and retention removes both together), so what
+            // this batch stored is all of it: fold that, without reading it back.
+            None if !previous.contains_key(*saga_id) => {
+                if let Some((state, fold)) = aggregate::fold_with_state(new) {
+                    folded.push(Folded {
+                        state,
+                        fold,
+                        old_steps: None,
+                    });
+                }
+            }
+            None => refold.push((*saga_id).to_owned()),
+        }
+    }
+    let resumed = folded.iter().filter(|f| f.old_steps.is_some()).count() as u64;
+    if !refold.is_empty() {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from saga_events where saga_id = any($1)"
+        ))
+        .bind(&refold)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
+        for row in &rows {
+            by_saga
+                .entry(row.saga_id.as_str())
+                .or_default()
+                .push(row.to_record()?);
+        }
+        for (saga_id, records) in &by_saga {
+            let Some((state, fold)) = aggregate::fold_with_state(records) else {
+                continue;
+            };
+            let old_steps = previous.contains_key(*saga_id).then(|| {
+                let new: HashSet<&str> = new_by_saga
+                    .get(saga_id)
+                    .map(|n| n.iter().map(|r| r.event.event_id.as_str()).collect())
+                    .unwrap_or_default();
+                rollup::step_facts(
+                    records
+                        .iter()
+                        .filter(|r| !new.contains(r.event.event_id.as_str()))
+                        .map(step_of),
+                )
+            });
+            folded.push(Folded {
+                state,
+                fold,
+                old_steps,
+            });
+        }
+    }
+
     let mut transitions = Vec::new();
-    for (saga_id, records) in &by_saga {
-        let Some(state) = aggregate::fold(records) else {
-            continue;
-        };
+    for f in &folded {
+        let state = &f.state;
         let before = previous
-            .get(*saga_id)
+            .get(state.saga_id.as_str())
             .and_then(|s| SagaStatus::parse(&s.facts.status));
         if before != Some(state.status) {
             transitions.push(Transition {
@@ -308,30 +450,31 @@ pub async fn write_batch_on(
                 compensation_duration_ms: state.compensation_duration_ms,
             });
         }
-        states.push(state);
     }
-    bind_sagas(sqlx::query(UPSERT_SAGAS), &states, &day_of, |_| None)
-        .execute(&mut *tx)
-        .await?;
+    let fold_states: HashMap<&str, String> = folded
+        .iter()
+        .map(|f| (f.state.saga_id.as_str(), f.fold.to_json().to_string()))
+        .collect();
+    let states: Vec<SagaState> = folded.iter().map(|f| f.state.clone()).collect();
+    bind_sagas(sqlx::query(UPSERT_SAGAS), &states, &day_of, |s| {
+        fold_states.get(s.saga_id.as_str()).cloned()
+    })
+    .execute(&mut *tx)
+    .await?;
 
     // Statistics rollups: each touched saga's contribution as it is now, minus the one it
-    // had before this batch (its old row, with the events stored before this batch).
-    let newly_stored: HashSet<&str> = inserted.iter().map(|r| r.event_id.as_str()).collect();
+    // had before this batch (its old row, with the step facts before this batch).
     let mut delta = rollup::Delta::default();
-    for state in &states {
-        let records = by_saga
-            .get(state.saga_id.as_str())
-            .map_or(&[][..], Vec::as_slice);
+    for f in &folded {
         delta.add(
             1,
-            &rollup::SagaFacts::from(state),
-            &rollup::step_facts(records.iter().map(step_of)),
+            &rollup::SagaFacts::from(&f.state),
+            &rollup_steps(f.fold.step_facts()),
         );
-        if let Some(StoredSaga { facts: old, .. }) = previous.get(&state.saga_id) {
-            let before = records
-                .iter()
-                .filter(|r| !newly_stored.contains(r.event.event_id.as_str()));
-            delta.add(-1, old, &rollup::step_facts(before.map(step_of)));
+        if let (Some(prev), Some(old_steps)) =
+            (previous.get(f.state.saga_id.as_str()), &f.old_steps)
+        {
+            delta.add(-1, &prev.facts, old_steps);
         }
     }
     delta.apply(&mut tx).await?;
@@ -340,15 +483,14 @@ pub async fn write_batch_on(
 
     let committed_at = Utc::now();
     let ok = inserted.len() as u64;
-    let step_failures = unique
+    let step_failures = inserted
         .iter()
-        .map(|e| &e.event)
-        .filter(|e| {
-            e.step_status == StepStatus::Failed && newly_stored.contains(e.event_id.as_str())
-        })
-        .map(|e| (e.saga_type.clone(), e.step.clone()))
+        .filter(|r| r.step_status == StepStatus::Failed.as_str())
+        .map(|r| (r.saga_type.clone(), r.step.clone()))
         .collect();
     Ok(CommittedBatch {
+        resumed,
+        refolded: refold.len() as u64,
         ok,
         duplicate: events.len() as u64 - ok,
         size: events.len(),
