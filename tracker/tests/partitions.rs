@@ -557,3 +557,94 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
     assert_eq!(row(pool2.clone()).await, in_order);
     assert_rollups_equal_rebuild(&pool2, "after a refold").await;
 }
+
+/// Retention cost, both ways, in one run (docs/BENCHMARKS.md): two days each holding
+/// `RETENTION_SAGAS` finished sagas of 5 events (default 200,000 = 1M events), one retired
+/// whole, the other deleted row by row in batches of 1,000 as before partitioning (the path
+/// the legacy partition still takes). Prints the times; asserts only what was removed.
+///
+/// `cargo test --release -p saga-tracker --test partitions retention_cost -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a benchmark: minutes, not a check"]
+async fn retention_cost() {
+    let n: i64 = common::env_or("RETENTION_SAGAS", 200_000);
+    let (_db, pool) = migrated_test_db("partitions_cost").await;
+    let day_a = today() - Days::new(20);
+    let day_b = today() - Days::new(10);
+    partitions::ensure(&pool, day_a).await.expect("partitions");
+    partitions::ensure(&pool, day_b).await.expect("partitions");
+    for (day, prefix) in [(day_a, "a"), (day_b, "b")] {
+        sqlx::query(
+            "insert into saga_events (event_id, saga_id, saga_type, step, step_status, \
+               saga_status, occurred_at, received_at, service, sequence, bucket_day) \
+             select 'e' || n, $1 || s, 'ORDER', 'STEP_' || n, \
+               case when n = 5 then 'SUCCEEDED' else 'STARTED' end, \
+               case when n = 5 then 'COMPLETED' end, \
+               $2::date - interval '1 day' + n * interval '1 second', \
+               $2::date - interval '1 day' + n * interval '1 second', 'svc-' || (n % 2), n, $2 \
+             from generate_series(1, $3::bigint) s, generate_series(1, 5) n",
+        )
+        .bind(prefix)
+        .bind(day)
+        .bind(n)
+        .execute(&pool)
+        .await
+        .expect("events");
+        sqlx::query(
+            "insert into sagas (saga_id, saga_type, status, started_at, updated_at, ended_at, \
+               duration_ms, current_step, event_count, services, first_received_at, \
+               last_received_at, bucket_day) \
+             select saga_id, 'ORDER', 'COMPLETED', min(occurred_at), max(occurred_at), \
+               max(occurred_at), 4000, 'STEP_5', count(*), array['svc-0', 'svc-1'], \
+               min(received_at), max(received_at), $1 \
+             from saga_events where bucket_day = $1 group by saga_id",
+        )
+        .bind(day)
+        .execute(&pool)
+        .await
+        .expect("sagas");
+    }
+    sqlx::query("vacuum analyze")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
+    rollup::rebuild(&pool).await.expect("rollups");
+    let cutoff = Utc::now() - Duration::days(5);
+
+    let started = std::time::Instant::now();
+    let mut rows = retention::Removed::default();
+    loop {
+        let b = retention::delete_batch(&pool, cutoff, 1000, day_b, None)
+            .await
+            .expect("delete batch");
+        rows.sagas += b.sagas;
+        rows.events += b.events;
+        if b.sagas < 1000 {
+            break;
+        }
+    }
+    let by_rows = started.elapsed();
+
+    let started = std::time::Instant::now();
+    let day = partitions::days(&pool)
+        .await
+        .expect("days")
+        .into_iter()
+        .find(|d| d.day == day_a)
+        .expect("day a");
+    let retired = partitions::retire_day(&pool, day, today(), cutoff)
+        .await
+        .expect("retire");
+    let by_day = started.elapsed();
+    assert_eq!((rows.sagas, rows.events), (n as u64, 5 * n as u64));
+    assert_eq!((retired.sagas, retired.events), (n as u64, 5 * n as u64));
+    assert_rollups_equal_rebuild(&pool, "after both").await;
+    println!(
+        "retention of {n} sagas / {} events: row by row {:.2} s, dropping the day {:.2} s \
+         ({:.1}x faster)",
+        5 * n,
+        by_rows.as_secs_f64(),
+        by_day.as_secs_f64(),
+        by_rows.as_secs_f64() / by_day.as_secs_f64()
+    );
+}

@@ -237,33 +237,50 @@ pub async fn retire_day(
     ))
     .fetch_one(&mut *tx)
     .await?;
+    sqlx::query("analyze retire_sagas")
+        .execute(&mut *tx)
+        .await?;
+    let kept: i64 = sqlx::query_scalar("select count(*) from retire_sagas where not due")
+        .fetch_one(&mut *tx)
+        .await?;
     let keep = "(select saga_id from retire_sagas where not due)";
-    let leave = "(select saga_id from retire_sagas where due)";
-    let moved = sqlx::query(&format!(
-        "insert into sagas ({saga_cols}, bucket_day) \
+    // Usually every saga of a due day is due: then the day's tables are the source as they
+    // are, without a semi-join per row.
+    let leave_filter = if kept == 0 {
+        String::new()
+    } else {
+        " where saga_id in (select saga_id from retire_sagas where due)".to_owned()
+    };
+    let moved = if kept == 0 {
+        0
+    } else {
+        let moved = sqlx::query(&format!(
+            "insert into sagas ({saga_cols}, bucket_day) \
          select {saga_cols}, $1 from {sagas_p} where saga_id in {keep}"
-    ))
-    .bind(target)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query(&format!(
-        "insert into saga_events ({event_cols}, bucket_day) \
+        ))
+        .bind(target)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(&format!(
+            "insert into saga_events ({event_cols}, bucket_day) \
          select {event_cols}, $1 from {events_p} where saga_id in {keep}"
-    ))
-    .bind(target)
-    .execute(&mut *tx)
-    .await?;
+        ))
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        moved
+    };
     let sql = format!(
         "with {rollups} select \
            (select count(*) from retire_sagas where due), \
-           (select count(*) from {events_p} where saga_id in {leave}), {emptied}",
+           (select count(*) from {events_p}{leave_filter}), {emptied}",
         rollups = rollup::delta_ctes(
             None,
             Some(rollup::Source {
-                sagas: &format!("select {SAGA_COLUMNS} from {sagas_p} where saga_id in {leave}"),
+                sagas: &format!("select {SAGA_COLUMNS} from {sagas_p}{leave_filter}"),
                 events: &format!(
-                    "select {} from {events_p} where saga_id in {leave}",
+                    "select {} from {events_p}{leave_filter}",
                     rollup::EVENT_COLUMNS
                 ),
             }),
