@@ -1179,7 +1179,12 @@ async fn searches_served_without_order_page_exactly_however_rare_their_matches()
         old_ids
     );
     assert_eq!(
-        pages_of(&app, "service=order&meta.region=us&sagaType=ORDER_CREATION", 500).await,
+        pages_of(
+            &app,
+            "service=order&meta.region=us&sagaType=ORDER_CREATION",
+            500
+        )
+        .await,
         (0..2_500)
             .rev()
             .filter(|i| i % 2 == 1)

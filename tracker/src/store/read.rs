@@ -266,9 +266,8 @@ async fn stored_sagas_estimate(tx: &mut sqlx::PgConnection) -> Result<f64, sqlx:
 /// selective ordered one does (a business key or trace id names a handful of sagas, and
 /// the planner knows it).
 fn needs_probe(filter: &SagaFilter) -> bool {
-    let unordered = filter.service.is_some()
-        || !filter.metadata.is_empty()
-        || filter.min_duration_ms.is_some();
+    let unordered =
+        filter.service.is_some() || !filter.metadata.is_empty() || filter.min_duration_ms.is_some();
     unordered && filter.business_key.is_none() && filter.trace_id.is_none()
 }
 
@@ -361,7 +360,10 @@ fn push_order_bounds<'a>(qb: &mut QueryBuilder<'a, Postgres>, page: Page<'a>) {
     let f = page.filter;
     let (after, before) = match page.sort {
         // `updated_at < t` implies `started_at < t` (see `push_filter`).
-        SortKey::StartedAt => (f.started_after, min_time(f.started_before, f.updated_before)),
+        SortKey::StartedAt => (
+            f.started_after,
+            min_time(f.started_before, f.updated_before),
+        ),
         SortKey::UpdatedAt => (f.updated_after, f.updated_before),
     };
     if let Some(t) = after {
@@ -744,7 +746,10 @@ mod tests {
         };
         let p = StuckPolicy::default();
         let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
-        assert!(sql.contains("where true and s.status = $1 order by"), "{sql}");
+        assert!(
+            sql.contains("where true and s.status = $1 order by"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -787,7 +792,7 @@ mod tests {
         );
         assert!(sql.contains("s.services @> array[$6]::text[]"), "{sql}");
         assert!(
-            sql.ends_with("order by s.started_at desc, s.saga_id desc limit $11"),
+            sql.ends_with("order by s.started_at desc, s.saga_id desc limit $10"),
             "{sql}"
         );
     }
