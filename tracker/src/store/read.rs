@@ -14,6 +14,16 @@
 //! Stuck sagas are found with the rules of [`crate::stuck`] written as SQL
 //! ([`push_stuck_predicate`]), evaluated against the caller's clock: nothing about stuck is
 //! stored, so a search is exact at the instant it runs.
+//!
+//! A filter the indexes serve without order (`service` and `meta.` through GIN indexes,
+//! `minDurationMs` through a range of `duration_ms`) is searched in two steps
+//! ([`search_sagas`]), because PostgreSQL cannot tell a value that matches a third of the
+//! sagas from one that matches none of them (an unknown array element is estimated at
+//! 0.5 %, a generic plan's `duration_ms >= $1` at a third) and, guessing wrong, walks the
+//! whole listing order hoping to find a page early. The first step walks a bounded stretch
+//! of the order; what it finds there decides the second: a plan that follows the order
+//! when matches are common, one that collects every match through its index and sorts them
+//! when they are rare. Both are exact; only their cost depends on the choice.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -174,23 +184,170 @@ pub struct Page<'a> {
     pub limit: i64,
 }
 
+/// Rows of the listing order the first step of a two-step search reads (at least; a page
+/// larger than a quarter of it reads four pages' worth).
+const PROBE_WALK_ROWS: i64 = 2000;
+
+/// What reading one match costs when every match is collected through a bitmap scan (rows
+/// scattered over the table, one heap page each), in rows of an ordered walk (consecutive
+/// index entries): measured ≈ 4 on the benchmark seed (docs/bench-notes/reads-plans.md).
+const COLLECT_ROW_COST: f64 = 4.0;
+
 /// Up to `limit` sagas matching the filter, in listing order, starting after `after`.
 ///
 /// Callers that want to know whether another page exists ask for one row more than they
 /// show.
+///
+/// Filters the planner estimates well run as one statement. A filter served only by an
+/// unordered index (see the module documentation) runs as a walk of the first
+/// [`PROBE_WALK_ROWS`] rows after the cursor, which answers when it finds a full page (the
+/// first `limit` matches of a prefix of the order are the first of the whole order), and
+/// otherwise as a second statement whose plan that walk chose ([`collect_is_cheaper`]): the
+/// ordered walk again, unbounded, or a collection of every match through the filter's
+/// index (bitmap scans only) followed by a top-N sort. Every statement runs with JIT off:
+/// these plans touch few rows, and compiling them costs more than it saves.
 pub async fn search_sagas(
     pool: &PgPool,
     page: Page<'_>,
     stuck: StuckAt<'_>,
 ) -> Result<Vec<SagaRow>, sqlx::Error> {
-    let mut qb = search_query(page, stuck);
-    qb.build_query_as::<SagaRow>().fetch_all(pool).await
+    let mut tx = pool.begin().await?;
+    if !needs_probe(page.filter) {
+        set_plan(&mut tx, Plan::Planner).await?;
+        let rows = fetch(&mut tx, search_query(page, stuck, None)).await?;
+        tx.commit().await?;
+        return Ok(rows);
+    }
+    let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
+    set_plan(&mut tx, Plan::Walk).await?;
+    let rows = fetch(&mut tx, search_query(page, stuck, Some(walk))).await?;
+    if rows.len() as i64 >= page.limit {
+        tx.commit().await?;
+        return Ok(rows);
+    }
+    let sagas = stored_sagas_estimate(&mut tx).await?;
+    let plan = if collect_is_cheaper(rows.len() as i64, walk, page.limit, sagas) {
+        Plan::Collect
+    } else {
+        Plan::Walk
+    };
+    set_plan(&mut tx, plan).await?;
+    let rows = fetch(&mut tx, search_query(page, stuck, None)).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
-fn search_query<'a>(page: Page<'a>, stuck: StuckAt<'a>) -> QueryBuilder<'a, Postgres> {
+/// After `found` matches in a walk of `walked` rows, whether collecting every match of
+/// `sagas` (about `found / walked` of them, each at [`COLLECT_ROW_COST`]) reads less than
+/// walking on until `limit` of them are found (about `limit × walked / found` rows). The
+/// walk's cost does not depend on the table's size and the collection's grows with it, so
+/// the larger the table, the rarer matches must be to be collected.
+fn collect_is_cheaper(found: i64, walked: i64, limit: i64, sagas: f64) -> bool {
+    if found == 0 {
+        return true;
+    }
+    let density = found as f64 / walked as f64;
+    COLLECT_ROW_COST * density * sagas < limit as f64 / density
+}
+
+/// The planner's count of stored sagas (`reltuples`, kept by vacuum and analyze), summed
+/// over the partitions when `sagas` is partitioned.
+async fn stored_sagas_estimate(tx: &mut sqlx::PgConnection) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c \
+         where c.relkind = 'r' and (c.oid = 'sagas'::regclass \
+            or c.oid in (select inhrelid from pg_inherits where inhparent = 'sagas'::regclass))",
+    )
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// Whether the filter has a condition only an unordered index serves and none that a
+/// selective ordered one does (a business key or trace id names a handful of sagas, and
+/// the planner knows it).
+fn needs_probe(filter: &SagaFilter) -> bool {
+    let unordered =
+        filter.service.is_some() || !filter.metadata.is_empty() || filter.min_duration_ms.is_some();
+    unordered && filter.business_key.is_none() && filter.trace_id.is_none()
+}
+
+/// The plans a search statement may take, set for the rest of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Whatever the planner prefers.
+    Planner,
+    /// Index scans only: the listing order's index, walked in order.
+    Walk,
+    /// Bitmap scans only: every match of the filter's indexes, then a top-N sort.
+    Collect,
+}
+
+async fn set_plan(tx: &mut sqlx::PgConnection, plan: Plan) -> Result<(), sqlx::Error> {
+    let (seq, index, bitmap) = match plan {
+        Plan::Planner => ("on", "on", "on"),
+        Plan::Walk => ("off", "on", "off"),
+        Plan::Collect => ("off", "off", "on"),
+    };
+    // A custom plan per execution: planned for the values at hand (a generic plan knows
+    // neither how common a status is nor whether a duration is beyond every saga's) and
+    // under the settings just made (a cached generic plan would not follow them).
+    sqlx::query(
+        "select set_config('jit', 'off', true), \
+         set_config('plan_cache_mode', 'force_custom_plan', true), \
+         set_config('enable_seqscan', $1, true), set_config('enable_indexscan', $2, true), \
+         set_config('enable_bitmapscan', $3, true)",
+    )
+    .bind(seq)
+    .bind(index)
+    .bind(bitmap)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn fetch(
+    conn: &mut sqlx::PgConnection,
+    mut qb: QueryBuilder<'_, Postgres>,
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    qb.build_query_as::<SagaRow>().fetch_all(conn).await
+}
+
+/// The search statement; with `walk`, over only the first `walk` rows of the listing order
+/// after the cursor (and within the filter's bounds on the sort column, so a time window far
+/// back walks from its start).
+fn search_query<'a>(
+    page: Page<'a>,
+    stuck: StuckAt<'a>,
+    walk: Option<i64>,
+) -> QueryBuilder<'a, Postgres> {
+    let column = page.sort.column();
     let mut qb = QueryBuilder::new("select ");
-    qb.push(SAGA_COLUMNS).push(" from sagas s where true");
+    qb.push(SAGA_COLUMNS);
+    if let Some(walk) = walk {
+        // The limit keeps the planner from moving the filter into the walk, so the walk
+        // reads exactly its rows of the order and no more.
+        qb.push(" from (select * from sagas s where true");
+        push_order_bounds(&mut qb, page);
+        qb.push(format_args!(
+            " order by {column} desc, s.saga_id desc limit "
+        ))
+        .push_bind(walk)
+        .push(") s where true");
+    } else {
+        qb.push(" from sagas s where true");
+        push_order_bounds(&mut qb, page);
+    }
     push_filter(&mut qb, page.filter, stuck);
+    qb.push(format_args!(
+        " order by {column} desc, s.saga_id desc limit "
+    ))
+    .push_bind(page.limit);
+    qb
+}
+
+/// The conditions on the sort column: the cursor, and the filter's time bounds on that
+/// column (repeated by [`push_filter`]; harmless, and they bound a walk's index range).
+fn push_order_bounds<'a>(qb: &mut QueryBuilder<'a, Postgres>, page: Page<'a>) {
     let column = page.sort.column();
     if let Some(k) = page.after {
         // Row comparison matches the (time desc, saga_id desc) index exactly.
@@ -200,11 +357,28 @@ fn search_query<'a>(page: Page<'a>, stuck: StuckAt<'a>) -> QueryBuilder<'a, Post
             .push_bind(&k.saga_id)
             .push(")");
     }
-    qb.push(format_args!(
-        " order by {column} desc, s.saga_id desc limit "
-    ))
-    .push_bind(page.limit);
-    qb
+    let f = page.filter;
+    let (after, before) = match page.sort {
+        // `updated_at < t` implies `started_at < t` (see `push_filter`).
+        SortKey::StartedAt => (
+            f.started_after,
+            min_time(f.started_before, f.updated_before),
+        ),
+        SortKey::UpdatedAt => (f.updated_after, f.updated_before),
+    };
+    if let Some(t) = after {
+        qb.push(format_args!(" and {column} >= ")).push_bind(t);
+    }
+    if let Some(t) = before {
+        qb.push(format_args!(" and {column} < ")).push_bind(t);
+    }
+}
+
+fn min_time(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Appends ` and …` for every condition of `filter` to a query over `sagas s`. Shared by
@@ -217,10 +391,17 @@ pub(crate) fn push_filter<'a>(
     if let Some(t) = &filter.saga_type {
         qb.push(" and s.saga_type = ").push_bind(t);
     }
-    if !filter.statuses.is_empty() {
-        qb.push(" and s.status = any(")
-            .push_bind(&filter.statuses)
-            .push(")");
+    match filter.statuses.as_slice() {
+        [] => {}
+        // An equality, not `= any(…)`: the `(status, started_at desc, saga_id desc)` indexes
+        // then give the listing order, so a rare status is not found by walking every
+        // saga's start (PostgreSQL 15 reads an `= any` index scan without its order).
+        [one] => {
+            qb.push(" and s.status = ").push_bind(one);
+        }
+        many => {
+            qb.push(" and s.status = any(").push_bind(many).push(")");
+        }
     }
     if let Some(k) = &filter.business_key {
         qb.push(" and s.business_key = ").push_bind(k);
@@ -271,6 +452,12 @@ pub(crate) fn push_filter<'a>(
         push_stuck_predicate(qb, stuck);
     }
     if let Some(reason) = filter.stuck_reason {
+        if reason == StuckReason::FailedNotCompensated {
+            // What the rule implies, outside the `coalesce` the planner cannot see into:
+            // the FAILED sagas are then read in order from `sagas_status_started_idx`
+            // instead of found among every saga's start.
+            qb.push(" and s.status = 'FAILED'");
+        }
         qb.push(" and coalesce(");
         push_stuck_reason(qb, reason, stuck);
         qb.push(", false)");
@@ -472,7 +659,7 @@ mod tests {
     fn an_empty_filter_lists_everything_in_keyset_order() {
         let f = SagaFilter::default();
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p)).into_sql();
+        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
         assert!(
             sql.ends_with(
                 "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
@@ -504,18 +691,18 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 10), at(&p)).into_sql();
+        let sql = search_query(page(&f, Some(&k), 10), at(&p), None).into_sql();
         assert!(!sql.contains("drop table"), "{sql}");
         assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
-        assert!(sql.contains("s.status = any($2)"), "{sql}");
+        assert!(sql.contains("s.status = any($4)"), "{sql}");
         assert!(
             sql.contains(
-                "s.metadata @> $3::jsonb and (s.metadata @> $4::jsonb or s.metadata @> $5::jsonb)"
+                "s.metadata @> $5::jsonb and (s.metadata @> $6::jsonb or s.metadata @> $7::jsonb)"
             ),
             "{sql}"
         );
         assert!(
-            sql.contains("(s.started_at, s.saga_id) < ($6, $7)"),
+            sql.contains("where true and (s.started_at, s.saga_id) < ($1, $2)"),
             "{sql}"
         );
     }
@@ -536,7 +723,7 @@ mod tests {
             sort: SortKey::UpdatedAt,
             ..page(&f, Some(&k), 10)
         };
-        let sql = search_query(q, at(&p)).into_sql();
+        let sql = search_query(q, at(&p), None).into_sql();
         assert!(
             sql.contains("coalesce((s.status in ('STARTED', 'IN_PROGRESS')"),
             "{sql}"
@@ -546,8 +733,109 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("(s.updated_at, s.saga_id) < ($11, $12)"),
+            sql.contains("where true and (s.updated_at, s.saga_id) < ($1, $2)"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn one_status_is_an_equality_so_its_index_gives_the_order() {
+        let f = SagaFilter {
+            statuses: vec!["COMPLETED".into()],
+            ..SagaFilter::default()
+        };
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
+        assert!(
+            sql.contains("where true and s.status = $1 order by"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn failed_not_compensated_says_the_status_it_implies() {
+        let f = SagaFilter {
+            stuck_reason: Some(StuckReason::FailedNotCompensated),
+            ..SagaFilter::default()
+        };
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
+        assert!(
+            sql.contains("where true and s.status = 'FAILED' and coalesce((s.status = 'FAILED'"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_bounded_walk_reads_the_order_within_its_time_bounds_then_filters() {
+        let before = Utc::now();
+        let f = SagaFilter {
+            service: Some("payment".into()),
+            started_after: Some(before - chrono::Duration::days(2)),
+            updated_before: Some(before),
+            ..SagaFilter::default()
+        };
+        let k = Keyset {
+            sort: SortKey::StartedAt,
+            at: before,
+            saga_id: "x".into(),
+        };
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, Some(&k), 51), at(&p), Some(4000)).into_sql();
+        assert!(
+            sql.contains(
+                "from (select * from sagas s where true and (s.started_at, s.saga_id) < ($1, $2) \
+                 and s.started_at >= $3 and s.started_at < $4 \
+                 order by s.started_at desc, s.saga_id desc limit $5) s where true"
+            ),
+            "{sql}"
+        );
+        assert!(sql.contains("s.services @> array[$6]::text[]"), "{sql}");
+        assert!(
+            sql.ends_with("order by s.started_at desc, s.saga_id desc limit $10"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn rarer_matches_are_collected_and_the_larger_the_table_the_rarer() {
+        assert!(collect_is_cheaper(0, 2000, 51, 1e9));
+        assert!(collect_is_cheaper(7, 2000, 51, 1e6));
+        assert!(!collect_is_cheaper(8, 2000, 51, 1e6));
+        assert!(collect_is_cheaper(2, 2000, 51, 1e7));
+        assert!(!collect_is_cheaper(3, 2000, 51, 1e7));
+        // A small table is cheaper to collect whatever the density.
+        assert!(collect_is_cheaper(50, 2000, 51, 1e4));
+    }
+
+    #[test]
+    fn only_filters_served_without_order_take_two_steps() {
+        let probe = |f: SagaFilter| needs_probe(&f);
+        assert!(!probe(SagaFilter::default()));
+        assert!(!probe(SagaFilter {
+            saga_type: Some("T".into()),
+            statuses: vec!["FAILED".into()],
+            ..SagaFilter::default()
+        }));
+        assert!(probe(SagaFilter {
+            service: Some("s".into()),
+            ..SagaFilter::default()
+        }));
+        assert!(probe(SagaFilter {
+            min_duration_ms: Some(1),
+            ..SagaFilter::default()
+        }));
+        assert!(probe(SagaFilter {
+            metadata: vec![MetadataMatch {
+                key: "k".into(),
+                values: vec![json!("v")],
+            }],
+            ..SagaFilter::default()
+        }));
+        assert!(!probe(SagaFilter {
+            service: Some("s".into()),
+            business_key: Some("b".into()),
+            ..SagaFilter::default()
+        }));
     }
 }
