@@ -23,6 +23,7 @@
 //! `enabled = false` gives a tracker that validates nothing, connects to nothing and returns
 //! at once, so services can ship the SDK dark and switch it on by configuration.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -388,7 +389,6 @@ impl Inner {
             };
         }
 
-        let payload = event.to_json();
         let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
             key: "content-type",
             value: Some("application/json"),
@@ -411,13 +411,17 @@ impl Inner {
             accepted_at: Instant::now(),
             ack,
         });
-        let record = BaseRecord::with_opaque_to(&self.topic, pending)
-            .key(event.saga_id.as_str())
-            .payload(payload.as_slice())
-            .headers(headers);
-        // Count before handing over: the report may arrive before `send` returns.
-        stats.accepted();
-        if let Err((e, _record)) = self.producer.send(record) {
+        let sent = with_payload_buffer(|payload| {
+            event.write_json(payload);
+            let record = BaseRecord::with_opaque_to(&self.topic, pending)
+                .key(event.saga_id.as_str())
+                .payload(payload.as_slice())
+                .headers(headers);
+            // Count before handing over: the report may arrive before `send` returns.
+            stats.accepted();
+            self.producer.send(record).map_err(|(e, _record)| e)
+        });
+        if let Err(e) = sent {
             self.shared.slots.add_permits(1);
             let queue_full = matches!(
                 e,
@@ -489,6 +493,31 @@ impl Inner {
             Err(_elapsed) => Slot::TimedOut,
         }
     }
+}
+
+/// A payload buffer bigger than this is not kept for the next event (metadata may reach 16 KiB,
+/// and a thread should not hold that much for a rare large event).
+const KEEP_PAYLOAD_BYTES: usize = 4096;
+
+thread_local! {
+    /// The wire form of the event being handed to librdkafka, which copies it
+    /// (`RD_KAFKA_MSG_F_COPY`) before `send` returns: one buffer per thread, reused, instead of
+    /// one allocation per event.
+    static PAYLOAD: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with an empty buffer, this thread's reused one when there is one. The buffer is
+/// taken out of its slot for the call, so a nested call (or a thread shutting down) simply
+/// gets a fresh one.
+fn with_payload_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = PAYLOAD.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    let out = f(&mut buf);
+    if buf.capacity() <= KEEP_PAYLOAD_BYTES {
+        // After the thread's locals are gone the buffer is simply freed.
+        let _ = PAYLOAD.try_with(|slot| slot.set(buf));
+    }
+    out
 }
 
 impl Drop for Inner {

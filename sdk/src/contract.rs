@@ -730,6 +730,14 @@ fn from_legacy(obj: &Map<String, Value>) -> Result<SagaEvent, ContractError> {
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), ContractError> {
+    // ASCII (the usual case) is one byte per character and its control characters are
+    // below 0x20 and 0x7f; anything else takes the per-character route.
+    if value.is_ascii() {
+        let n = value.len();
+        if n != 0 && n <= max && !value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Ok(());
+        }
+    }
     let n = value.chars().count();
     if n == 0 {
         return Err(ContractError::invalid(field, format!("`{field}` is empty")));
@@ -875,7 +883,7 @@ impl SagaEvent {
             }
         }
         if let Some(m) = &self.metadata {
-            let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serialized_len(m);
             if size > MAX_METADATA_BYTES {
                 return Err(ContractError::new(
                     "metadata_too_large",
@@ -887,7 +895,7 @@ impl SagaEvent {
             }
             // PostgreSQL's jsonb cannot hold U+0000; reject it here, with a reason, rather
             // than have the database reject the whole batch.
-            if json_has_nul(&Value::Object(m.clone())) {
+            if object_has_nul(m) {
                 return Err(ContractError::invalid(
                     "metadata",
                     "`metadata` contains a NUL character (\\u0000)",
@@ -900,10 +908,20 @@ impl SagaEvent {
         Ok(self)
     }
 
-    /// Serializes to the v1 wire form.
+    /// Serializes to the v1 wire form: the bytes of this type's `Serialize` derive, written
+    /// without it (see [`SagaEvent::write_json`]).
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing a struct of strings, numbers and a JSON map cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(crate::wire::size_hint(self));
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the v1 wire form to `out`, e.g. a buffer reused from one event to the next.
+    /// The bytes are exactly those of `serde_json::to_vec(self)`; only the object's frame and
+    /// `occurredAt` are written by hand, every value goes through `serde_json`'s writer.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(crate::wire::size_hint(self));
+        crate::wire::write_event(out, self);
     }
 }
 
@@ -925,8 +943,31 @@ fn json_has_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(a) => a.iter().any(json_has_nul),
-        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        Value::Object(m) => object_has_nul(m),
         _ => false,
+    }
+}
+
+fn object_has_nul(m: &Map<String, Value>) -> bool {
+    m.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+}
+
+/// The length of `value` serialized by `serde_json`, counted without keeping the bytes.
+fn serialized_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 

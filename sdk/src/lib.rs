@@ -33,7 +33,9 @@
 //! - [`context`] — [`SagaContext`]: `sagaId`/`sagaType`/business key, injected into and
 //!   extracted from Kafka and HTTP headers so every service records into the same saga.
 //! - [`contract`] — the event contract shared with the tracker: types, validation, decoding
-//!   (including the legacy shape), and with the `schema` feature its JSON Schema.
+//!   (including the legacy shape), and with the `schema` feature its JSON Schema. Events are
+//!   written to the wire by a private `wire` module, byte for byte what the contract's
+//!   `Serialize` derive gives, without its overhead on the recording path.
 //! - [`security`] — TLS (with mTLS) and SASL PLAIN/SCRAM to the brokers, as typed settings
 //!   shared with the tracker; secrets inline or from files, never printed.
 //! - [`stats`] — self-metrics (`saga_tracker_sdk_*`) through the [`metrics`] facade.
@@ -81,6 +83,7 @@ pub mod security;
 pub mod stats;
 pub mod step;
 mod trace;
+mod wire;
 
 pub use client::SagaTracker;
 pub use config::{DeliveryMode, OverflowPolicy, TrackerConfig, DEFAULT_TOPIC};

@@ -223,7 +223,7 @@ impl Step {
         let now = Utc::now();
         let event = SagaEvent {
             schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7().to_string(),
+            event_id: new_event_id(),
             saga_id: self.saga_id,
             saga_type: self.saga_type,
             step: self.step,
@@ -246,6 +246,15 @@ impl Step {
         };
         Ok((event, traceparent))
     }
+}
+
+/// A fresh UUIDv7 in its hyphenated lower-case form, formatted on the stack and allocated once.
+fn new_event_id() -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 fn json_kind_of(v: &Value) -> &'static str {
