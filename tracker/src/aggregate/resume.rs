@@ -227,7 +227,7 @@ impl FoldState {
 pub fn fold_with_state(events: &[EventRecord]) -> Option<(SagaState, FoldState)> {
     let ordered = canonical_order(events);
     let (first, rest) = ordered.split_first()?;
-    let mut folding = Folding::start(first);
+    let folding = Folding::start(first);
     let mut steps = Vec::new();
     add_step(
         &mut steps,
@@ -235,18 +235,7 @@ pub fn fold_with_state(events: &[EventRecord]) -> Option<(SagaState, FoldState)>
         first.event.step_status,
         first.event.occurred_at,
     );
-    for record in rest {
-        folding.push(record);
-        add_step(
-            &mut steps,
-            &record.event.step,
-            record.event.step_status,
-            record.event.occurred_at,
-        );
-    }
-    let (saga, tail) = folding.finish();
-    let state = FoldState::new(&saga, tail, steps);
-    Some((saga, state))
+    Some(fold_on(folding, steps, rest.iter().copied()))
 }
 
 /// Continues the fold that produced `prev` and `state` with `new`: the saga's events that are
@@ -277,9 +266,19 @@ pub fn resume(
     if ordered.iter().any(|r| r.event.saga_id != prev.saga_id) {
         return None;
     }
-    let mut folding = Folding::resume(prev, tail)?;
-    let mut steps = state.steps.clone();
-    for record in &ordered {
+    let folding = Folding::resume(prev, tail)?;
+    let steps = state.steps.clone();
+    Some(fold_on(folding, steps, ordered.iter().copied()))
+}
+
+/// Pushes `records` (in saga order) through `folding` and the step minima, then finishes both:
+/// the shared end of [`fold_with_state`] and [`resume`].
+fn fold_on<'a>(
+    mut folding: Folding<'a>,
+    mut steps: Vec<StepMinima>,
+    records: impl IntoIterator<Item = &'a EventRecord>,
+) -> (SagaState, FoldState) {
+    for record in records {
         folding.push(record);
         add_step(
             &mut steps,
@@ -290,7 +289,7 @@ pub fn resume(
     }
     let (saga, tail) = folding.finish();
     let state = FoldState::new(&saga, tail, steps);
-    Some((saga, state))
+    (saga, state)
 }
 
 /// Lets [`FoldState`] skip `false` flags.
