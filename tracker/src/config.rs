@@ -184,6 +184,10 @@ impl DatabaseSettings {
 pub struct IngestSettings {
     pub batch_size: usize,
     pub linger_ms: u64,
+    /// Batches being written at once, each in its own transaction; their offsets are still
+    /// stored strictly in the order the batches were read, each only after every earlier
+    /// one committed.
+    pub in_flight: usize,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
 }
@@ -1018,6 +1022,16 @@ impl Settings {
         if !(1..=50_000).contains(&self.ingest.batch_size) {
             bail!("invalid configuration: `ingest.batch_size` must be between 1 and 50000");
         }
+        if !(1..=16).contains(&self.ingest.in_flight) {
+            bail!("invalid configuration: `ingest.in_flight` must be between 1 and 16");
+        }
+        if self.ingest.in_flight as u32 >= self.database.max_connections {
+            bail!(
+                "invalid configuration: `ingest.in_flight` ({}) must be below `database.max_connections` ({}): each batch in flight holds a connection and the API needs one",
+                self.ingest.in_flight,
+                self.database.max_connections
+            );
+        }
         if self.ingest.linger_ms > 60_000 {
             bail!("invalid configuration: `ingest.linger_ms` must be at most 60000");
         }
@@ -1098,7 +1112,8 @@ mod tests {
         let s = defaults().expect("defaults load");
         assert_eq!(s.kafka.topic, "saga.tracker");
         assert_eq!(s.kafka.dlq_topic, "saga.tracker.dlq");
-        assert_eq!(s.ingest.batch_size, 500);
+        assert_eq!(s.ingest.batch_size, 2000);
+        assert_eq!(s.ingest.in_flight, 4);
         assert_eq!(s.stuck.default_threshold_secs, 900);
         assert_eq!(s.retention.max_age_days, 30);
         assert!(s.retention.enabled);

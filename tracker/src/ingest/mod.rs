@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -184,6 +185,45 @@ pub const REASON_DB_REJECTED: &str = "db_rejected";
 #[derive(Debug)]
 struct Abandoned;
 
+/// One lane of [`Ingestor::consume`]: the batch it is filling from its partitions, and
+/// whether its one writer is busy.
+#[derive(Default)]
+struct Lane {
+    filling: Vec<OwnedMessage>,
+    /// When the batch being filled must go: its first message's arrival + linger.
+    due: Option<tokio::time::Instant>,
+    busy: bool,
+    /// A batch of this lane was abandoned at shutdown: nothing after it may store offsets.
+    abandoned: bool,
+}
+
+impl Lane {
+    fn push(&mut self, m: OwnedMessage, linger: Duration) {
+        if self.filling.is_empty() {
+            self.due = Some(tokio::time::Instant::now() + linger);
+        }
+        self.filling.push(m);
+    }
+
+    fn ready(&self, batch_size: usize, now: tokio::time::Instant) -> bool {
+        !self.abandoned
+            && !self.filling.is_empty()
+            && (self.filling.len() >= batch_size || self.due.is_some_and(|at| at <= now))
+    }
+
+    fn take(&mut self) -> Vec<OwnedMessage> {
+        self.due = None;
+        std::mem::take(&mut self.filling)
+    }
+}
+
+/// A batch whose valid events committed and whose invalid ones the DLQ acknowledged: its
+/// offsets may be stored once every batch read before it is durable too.
+struct Durable {
+    batch: Vec<OwnedMessage>,
+    span: tracing::Span,
+}
+
 /// What a durable batch reports on its `ingest.batch` span.
 #[derive(Debug)]
 struct BatchCounts {
@@ -237,7 +277,12 @@ impl Ingestor {
             // Feeds the consumer-lag gauge (see `IngestContext::stats`).
             .set("statistics.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // librdkafka prefetches up to 100,000 messages / 64 MiB per partition by default,
+            // which during a catch-up is the bulk of the tracker's memory. A few batches'
+            // worth per partition keeps the writers fed (`ingest.in_flight` × batch_size
+            // messages are held by the tracker itself).
+            .set("queued.max.messages.kbytes", "16384");
         for (key, v) in &k.properties {
             cc.set(key, v);
         }
@@ -306,59 +351,135 @@ impl Ingestor {
         }
     }
 
+    /// Reads batches and writes up to `ingest.in_flight` of them at once.
+    ///
+    /// The partitions are dealt over `in_flight` lanes (partition mod lanes). Each lane fills
+    /// its own batch and has at most one transaction open; a batch goes when it holds
+    /// `ingest.batch_size` messages or `ingest.linger_ms` after its first one arrived. Since a
+    /// partition belongs to one lane and a lane writes one batch at a time, each partition's
+    /// batches commit in the order they were read, and a batch's offsets are stored only
+    /// after it committed — the guarantee of one batch at a time, per partition. Lanes never
+    /// share a saga that the producers key by its id (the key picks the partition), so their
+    /// transactions do not wait on each other's saga locks; any saga they do share (keyless
+    /// messages) is serialised by its advisory lock in the store. After an abandoned batch
+    /// (shutdown during retries) its lane stores no more offsets: the rest is redelivered.
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let batch_size = self.settings.ingest.batch_size;
         let linger = self.settings.ingest.linger();
+        let mut lanes: Vec<Lane> = (0..self.settings.ingest.in_flight.max(1))
+            .map(|_| Lane::default())
+            .collect();
+        let lane_of = |m: &OwnedMessage, n: usize| m.partition().rem_euclid(n as i32) as usize;
+        // One future type for every batch written, so they can share the set.
+        let write = |i: usize, batch: Vec<OwnedMessage>| async move {
+            (i, self.process(batch, shutdown).await)
+        };
+        let mut writing = FuturesUnordered::new();
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                r = tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()) => r,
-            };
-            self.health.mark_polled();
-            let first = match first {
-                Err(_idle) => continue,
-                Ok(Err(e)) => {
-                    self.note_consumer_error(&e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    }
+            let now = tokio::time::Instant::now();
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                if !lane.busy && lane.ready(batch_size, now) {
+                    let batch = lane.take();
+                    lane.busy = true;
+                    writing.push(write(i, batch));
                 }
-                Ok(Ok(m)) => m.detach(),
-            };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + linger;
-            while batch.len() < batch_size {
-                tokio::select! {
-                    biased;
-                    // Stop filling on shutdown; what we hold is still processed below.
-                    _ = shutdown.cancelled() => break,
-                    r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
-                        Err(_linger_over) => break,
-                        Ok(Ok(m)) => batch.push(m.detach()),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "Kafka consumer error while filling a batch");
+            }
+            // Stop reading while a lane's batch is full and its writer busy; the others have
+            // about as much queued, since messages arrive spread over the partitions.
+            let can_read = lanes.iter().all(|l| l.filling.len() < batch_size);
+            // An idle consumer still wakes up every second to show it is alive (`/readyz`).
+            let wake = lanes
+                .iter()
+                .filter_map(|l| l.due.filter(|&at| at > now))
+                .min()
+                .unwrap_or(now + Duration::from_secs(1));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((i, done)) = writing.next(), if !writing.is_empty() => {
+                    lanes[i].busy = false;
+                    match done {
+                        Ok(done) => self.store_offsets_of(done),
+                        Err(Abandoned) => {
+                            tracing::warn!("shutdown during retries: batch abandoned, it will be redelivered");
+                            lanes[i].abandoned = true;
                             break;
                         }
-                    },
+                    }
+                },
+                r = tokio::time::timeout_at(wake, self.consumer.recv()), if can_read => {
+                    self.health.mark_polled();
+                    match r {
+                        // Linger over for some lane, or the idle tick: the loop looks again.
+                        Err(_timer) => {}
+                        Ok(Ok(m)) => {
+                            let m = m.detach();
+                            let n = lanes.len();
+                            lanes[lane_of(&m, n)].push(m, linger);
+                        }
+                        Ok(Err(e)) => {
+                            if lanes.iter().all(|l| l.filling.is_empty()) {
+                                self.note_consumer_error(&e);
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => break,
+                                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                                }
+                            } else {
+                                // Write what we hold rather than wait on a failing consumer.
+                                tracing::warn!(error = %e, "Kafka consumer error while filling a batch");
+                                for lane in &mut lanes {
+                                    lane.due = Some(tokio::time::Instant::now());
+                                }
+                            }
+                        }
+                    }
                 }
             }
-            if self.process(batch, shutdown).await.is_err() {
-                tracing::warn!("shutdown during retries: batch abandoned, it will be redelivered");
-                return Ok(());
+        }
+        // Shutdown: what was read is still written (one attempt each; the retries stop), lane
+        // by lane in read order, and offsets are stored up to a lane's first batch that did
+        // not make it.
+        loop {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                if !lane.busy && !lane.abandoned && !lane.filling.is_empty() {
+                    let batch = lane.take();
+                    lane.busy = true;
+                    writing.push(write(i, batch));
+                }
+            }
+            let Some((i, done)) = writing.next().await else {
+                break;
+            };
+            lanes[i].busy = false;
+            match done {
+                Ok(done) => self.store_offsets_of(done),
+                Err(Abandoned) => {
+                    tracing::warn!(
+                        "shutdown during retries: batch abandoned, it will be redelivered"
+                    );
+                    lanes[i].abandoned = true;
+                }
             }
         }
+        Ok(())
     }
 
-    /// Makes one batch durable, then stores its offsets. `Err` only if shutdown interrupted
-    /// the retries, in which case nothing was stored. All of it runs in the batch's
-    /// `ingest.batch` span.
+    /// Stores the offsets of a durable batch, in its `ingest.batch` span.
+    fn store_offsets_of(&self, done: Durable) {
+        let _batch = done.span.enter();
+        tracing::info_span!("ingest.store_offsets", partitions = tracing::field::Empty)
+            .in_scope(|| self.store_offsets(&done.batch));
+    }
+
+    /// Makes one batch durable (valid events committed, invalid ones acknowledged by the
+    /// DLQ) and hands it back for its offsets to be stored, which is the caller's job: it
+    /// knows whether every earlier batch is durable too. `Err` only if shutdown interrupted
+    /// the retries. All of it runs in the batch's `ingest.batch` span.
     async fn process(
         &self,
         batch: Vec<OwnedMessage>,
         shutdown: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    ) -> Result<Durable, Abandoned> {
         let k = &self.settings.kafka;
         let span = trace::batch_span(&batch, &k.topic, &k.group_id);
         let trace_id = trace::sampled_trace_id(&span);
@@ -380,7 +501,7 @@ impl Ingestor {
                 span.record("otel.status_code", "ERROR");
             }
         }
-        result.map(|_| ())
+        result.map(|_| Durable { batch, span })
     }
 
     /// [`Self::process`] inside the batch span; `trace_id` is the batch's sampled trace id,
@@ -454,8 +575,6 @@ impl Ingestor {
             .map(|e| e.event.occurred_at)
             .min()
             .map(|oldest| (Utc::now() - oldest).num_milliseconds().max(0));
-        tracing::info_span!("ingest.store_offsets", partitions = tracing::field::Empty)
-            .in_scope(|| self.store_offsets(batch));
         Ok(BatchCounts {
             duplicates: written.duplicates,
             dead_letters: invalid.len() as u64 + written.rejected,

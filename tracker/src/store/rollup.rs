@@ -571,6 +571,63 @@ pub struct Delta {
 impl Delta {
     /// Adds (`sign` = 1) or subtracts (-1) the contribution of `saga` with its `steps`.
     pub fn add(&mut self, sign: i64, saga: &SagaFacts, steps: &[StepFacts]) {
+        self.add_parts(sign, saga, true, steps.iter());
+    }
+
+    /// Replaces a saga's contribution: subtracts `old` (when it had one) and adds `new`,
+    /// leaving out the parts that cancel. A saga that gained an event or two usually keeps
+    /// its hour, type and services and all of its steps but the last, so of its ~2 × 6 × 25
+    /// rows for a long saga only the changed step's and the saga's own change; the sum is
+    /// the same as `add(-1, old)` + `add(1, new)`, term for term.
+    pub fn change(
+        &mut self,
+        old: Option<(&SagaFacts, &[StepFacts])>,
+        new: (&SagaFacts, &[StepFacts]),
+    ) {
+        let (saga, steps) = new;
+        let Some((was, was_steps)) = old else {
+            self.add(1, saga, steps);
+            return;
+        };
+        let same_keys = hour_of(was.started_at) == hour_of(saga.started_at)
+            && was.saga_type == saga.saga_type
+            && was.services == saga.services;
+        if !same_keys {
+            self.add(-1, was, was_steps);
+            self.add(1, saga, steps);
+            return;
+        }
+        // Same rows for both versions: identical step facts cancel one for one, and the
+        // saga's own rows cancel when its status, durations and compensation did not change.
+        let same_saga = was.status == saga.status
+            && was.duration_ms == saga.duration_ms
+            && was.compensation_started_at.is_some() == saga.compensation_started_at.is_some()
+            && was.compensation_duration_ms == saga.compensation_duration_ms;
+        let mut matched = vec![false; was_steps.len()];
+        let mut added: Vec<&StepFacts> = Vec::new();
+        for s in steps {
+            match (0..was_steps.len()).find(|&i| !matched[i] && was_steps[i] == *s) {
+                Some(i) => matched[i] = true,
+                None => added.push(s),
+            }
+        }
+        let removed = was_steps
+            .iter()
+            .zip(&matched)
+            .filter(|(_, m)| !**m)
+            .map(|(s, _)| s);
+        self.add_parts(-1, was, !same_saga, removed);
+        self.add_parts(1, saga, !same_saga, added.into_iter());
+    }
+
+    /// [`Self::add`] of the saga's own rows (when `whole`) and of `steps`' rows.
+    fn add_parts<'s>(
+        &mut self,
+        sign: i64,
+        saga: &SagaFacts,
+        whole: bool,
+        steps: impl Iterator<Item = &'s StepFacts> + Clone,
+    ) {
         let hour = hour_of(saga.started_at);
         let status = match saga.status.as_str() {
             "STARTED" => 1,
@@ -592,15 +649,17 @@ impl Delta {
                     step.to_owned(),
                 )
             };
-            let c = self.counts.entry(key("")).or_insert([0; 9]);
-            c[0] += sign;
-            if status > 0 {
-                c[status] += sign;
-            }
-            if compensating {
-                c[7] += sign;
-                if status == 4 {
-                    c[8] += sign;
+            if whole {
+                let c = self.counts.entry(key("")).or_insert([0; 9]);
+                c[0] += sign;
+                if status > 0 {
+                    c[status] += sign;
+                }
+                if compensating {
+                    c[7] += sign;
+                    if status == 4 {
+                        c[8] += sign;
+                    }
                 }
             }
             let mut duration = |step: &str, kind: char, us: i64| {
@@ -612,18 +671,20 @@ impl Delta {
                 d.0 += sign;
                 d.1 += sign * us;
             };
-            if let Some(ms) = saga.duration_ms {
-                duration("", 's', ms * 1000);
+            if whole {
+                if let Some(ms) = saga.duration_ms {
+                    duration("", 's', ms * 1000);
+                }
+                if let Some(ms) = saga.compensation_duration_ms {
+                    duration("", 'c', ms * 1000);
+                }
             }
-            if let Some(ms) = saga.compensation_duration_ms {
-                duration("", 'c', ms * 1000);
-            }
-            for s in steps {
+            for s in steps.clone() {
                 if let Some(us) = s.duration_us {
                     duration(&s.step, 't', us);
                 }
             }
-            for s in steps {
+            for s in steps.clone() {
                 let c = self.counts.entry(key(&s.step)).or_insert([0; 9]);
                 c[0] += sign;
                 if s.failed {
@@ -943,6 +1004,117 @@ mod tests {
                 err < 0.0906,
                 "q={q}: exact {exact}, estimate {est}, error {err}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nonzero(d: &Delta) -> (Vec<(CountKey, [i64; 9])>, Vec<(DurationKey, (i64, i64))>) {
+        let mut counts: Vec<_> = d
+            .counts
+            .iter()
+            .filter(|(_, c)| c.iter().any(|&n| n != 0))
+            .map(|(k, c)| (k.clone(), *c))
+            .collect();
+        counts.sort();
+        let mut durations: Vec<_> = d
+            .durations
+            .iter()
+            .filter(|(_, v)| **v != (0, 0))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        durations.sort();
+        (counts, durations)
+    }
+
+    const STATUSES: [&str; 6] = [
+        "STARTED",
+        "IN_PROGRESS",
+        "COMPLETED",
+        "FAILED",
+        "COMPENSATING",
+        "COMPENSATED",
+    ];
+
+    /// A saga's facts from small choices, so that two draws often share hour, type,
+    /// services and steps (the case `change` shortcuts) and sometimes do not.
+    fn facts() -> impl Strategy<Value = (SagaFacts, Vec<StepFacts>)> {
+        (
+            0..2i64,
+            0..2usize,
+            0..6usize,
+            proptest::option::of(0..3i64),
+            any::<bool>(),
+            proptest::option::of(0..3i64),
+            proptest::collection::vec(0..3usize, 0..3),
+            proptest::collection::vec(
+                (0..4usize, any::<bool>(), proptest::option::of(0..3i64)),
+                0..6,
+            ),
+        )
+            .prop_map(|(hour, ty, status, dur, comp, comp_dur, services, steps)| {
+                let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+                let saga = SagaFacts {
+                    saga_id: "s".into(),
+                    saga_type: ["A", "B"][ty].into(),
+                    status: STATUSES[status].into(),
+                    started_at: t0 + chrono::Duration::minutes(50 * hour),
+                    duration_ms: dur.map(|d| d * 700),
+                    compensation_started_at: comp.then_some(t0),
+                    compensation_duration_ms: comp_dur.map(|d| d * 90),
+                    // Distinct and sorted, as the fold gives them.
+                    services: services
+                        .iter()
+                        .map(|i| format!("svc{i}"))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                };
+                let steps = steps
+                    .into_iter()
+                    .map(|(n, failed, us)| StepFacts {
+                        step: format!("S{n}"),
+                        failed,
+                        duration_us: us.map(|u| u * 1_000_000),
+                    })
+                    .collect();
+                (saga, steps)
+            })
+    }
+
+    proptest! {
+        /// `change` is `add(-1, old) + add(1, new)`, whatever the two versions share.
+        #[test]
+        fn change_equals_subtracting_old_and_adding_new(
+            old in proptest::option::of(facts()),
+            new in facts(),
+        ) {
+            let mut by_change = Delta::default();
+            by_change.change(old.as_ref().map(|(s, st)| (s, st.as_slice())), (&new.0, &new.1));
+            let mut by_add = Delta::default();
+            if let Some((s, st)) = &old {
+                by_add.add(-1, s, st);
+            }
+            by_add.add(1, &new.0, &new.1);
+            prop_assert_eq!(nonzero(&by_change), nonzero(&by_add));
+        }
+
+        /// A saga that only gained a step touches only that step's rows.
+        #[test]
+        fn an_unchanged_saga_with_one_more_step_changes_only_that_step(base in facts()) {
+            let (saga, steps) = base;
+            let mut more = steps.clone();
+            more.push(StepFacts { step: "EXTRA".into(), failed: false, duration_us: Some(5) });
+            let mut d = Delta::default();
+            d.change(Some((&saga, &steps)), (&saga, &more));
+            let (counts, durations) = nonzero(&d);
+            prop_assert!(counts.iter().all(|(k, _)| k.3 == "EXTRA"));
+            prop_assert!(durations.iter().all(|(k, _)| k.3 == "EXTRA"));
+            prop_assert_eq!(counts.len(), 1 + saga.services.len());
         }
     }
 }

@@ -484,16 +484,17 @@ pub async fn write_batch_on(
     // had before this batch (its old row, with the step facts before this batch).
     let mut delta = rollup::Delta::default();
     for f in &folded {
-        delta.add(
-            1,
-            &rollup::SagaFacts::from(&f.state),
-            &rollup_steps(f.fold.step_facts()),
+        let old = match (previous.get(f.state.saga_id.as_str()), &f.old_steps) {
+            (Some(prev), Some(old_steps)) => Some((&prev.facts, old_steps.as_slice())),
+            _ => None,
+        };
+        delta.change(
+            old,
+            (
+                &rollup::SagaFacts::from(&f.state),
+                &rollup_steps(f.fold.step_facts()),
+            ),
         );
-        if let (Some(prev), Some(old_steps)) =
-            (previous.get(f.state.saga_id.as_str()), &f.old_steps)
-        {
-            delta.add(-1, &prev.facts, old_steps);
-        }
     }
     delta.apply(&mut tx).await?;
 
