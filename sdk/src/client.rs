@@ -17,15 +17,17 @@
 //!   delivery report through a oneshot channel.
 //!
 //! A separate bounded channel plus a sender task would copy every event once more and need a
-//! runtime at construction; librdkafka already queues, batches, retries and reports, so the
-//! semaphore only adds what it lacks: an exact bound and an async wait for room.
+//! runtime at construction (a sender thread instead was measured slower, docs/BENCHMARKS.md);
+//! librdkafka already queues, batches, retries and reports, so the semaphore only adds what it
+//! lacks: an exact bound and an async wait for room.
 //!
 //! `enabled = false` gives a tracker that validates nothing, connects to nothing and returns
 //! at once, so services can ship the SDK dark and switch it on by configuration.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -90,6 +92,87 @@ struct Shared {
     stats: Recorder,
     /// Set by [`SagaTracker::shutdown`]; later events are dropped (`Async`) or refused (`Sync`).
     closed: AtomicBool,
+    /// What the acceptance times in [`Token`]s count from.
+    epoch: Instant,
+    /// The `Sync` callers awaiting a delivery report, by the id their token carries.
+    acks: Mutex<HashMap<usize, Ack>>,
+    /// The next `Sync` id (wrapping: ids only need to differ among events in flight).
+    next_ack: AtomicUsize,
+}
+
+/// A `Sync` caller awaiting its event's delivery report.
+struct Ack {
+    accepted_at: Instant,
+    tx: oneshot::Sender<Result<(), String>>,
+}
+
+/// Travels with each message through librdkafka (its delivery opaque) and comes back in the
+/// delivery report: one word rather than a box, because a box allocated on the caller's thread
+/// and freed on the polling thread, once per event, made every `Async` call measurably slower
+/// (the two threads then meet in the allocator; docs/BENCHMARKS.md, "SDK record call").
+///
+/// - even: `Async`, the acceptance time in microseconds since [`Shared::epoch`], shifted left
+///   by one (wrapping; on 32-bit targets a delivery slower than ~35 minutes is misreported in
+///   the delivery-duration histogram, nothing else);
+/// - odd: `Sync`, the key of the caller's [`Ack`] in [`Shared::acks`], shifted left, plus one.
+type Token = usize;
+
+impl Shared {
+    fn new(capacity: usize) -> Self {
+        Self {
+            slots: Semaphore::new(capacity),
+            stats: Recorder::new(),
+            closed: AtomicBool::new(false),
+            epoch: Instant::now(),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_micros(&self) -> usize {
+        // Truncation is the wrapping described at `Token`.
+        self.epoch.elapsed().as_micros() as usize
+    }
+
+    /// The token of an `Async` event accepted now.
+    fn async_token(&self) -> Token {
+        self.now_micros() << 1
+    }
+
+    /// The token of a `Sync` event accepted now, whose report goes to `tx`.
+    fn sync_token(&self, tx: oneshot::Sender<Result<(), String>>) -> Token {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        let ack = Ack {
+            accepted_at: Instant::now(),
+            tx,
+        };
+        self.lock_acks().insert(id, ack);
+        (id << 1) | 1
+    }
+
+    /// How long the event of `token` has been in the buffer, and who awaits its report.
+    fn settle(&self, token: Token) -> (Duration, Option<oneshot::Sender<Result<(), String>>>) {
+        if token & 1 == 0 {
+            let micros = micros_since(token >> 1, self.now_micros());
+            return (Duration::from_micros(micros as u64), None);
+        }
+        match self.lock_acks().remove(&(token >> 1)) {
+            Some(ack) => (ack.accepted_at.elapsed(), Some(ack.tx)),
+            // Every `Sync` token has its entry until its one report (or failed send).
+            None => (Duration::ZERO, None),
+        }
+    }
+
+    fn lock_acks(&self) -> MutexGuard<'_, HashMap<usize, Ack>> {
+        // The map is consistent after every statement, so a panic elsewhere cannot leave it
+        // half-updated: a poisoned lock is still usable.
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Microseconds from `then` to `now`, both counted modulo 2^(bits − 1) as in a [`Token`].
+fn micros_since(then: usize, now: usize) -> usize {
+    now.wrapping_sub(then) & (usize::MAX >> 1)
 }
 
 /// Receives librdkafka's delivery reports on its polling thread.
@@ -97,22 +180,16 @@ struct DeliveryContext {
     shared: Arc<Shared>,
 }
 
-/// Travels with each message through librdkafka and comes back in its delivery report.
-struct Pending {
-    accepted_at: Instant,
-    /// Present for `Sync` sends: the caller awaits the outcome.
-    ack: Option<oneshot::Sender<Result<(), String>>>,
-}
-
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<Pending>;
+    type DeliveryOpaque = Token;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Token) {
+        let (took, ack) = self.shared.settle(token);
         let outcome = match result {
             Ok(_) => {
-                self.shared.stats.delivered(pending.accepted_at.elapsed());
+                self.shared.stats.delivered(took);
                 Ok(())
             }
             Err((e, _)) => {
@@ -122,7 +199,7 @@ impl ProducerContext for DeliveryContext {
             }
         };
         self.shared.slots.add_permits(1);
-        if let Some(ack) = pending.ack {
+        if let Some(ack) = ack {
             // The caller may have given up waiting; that is fine.
             let _ = ack.send(outcome);
         }
@@ -165,11 +242,7 @@ impl SagaTracker {
         }
         config.validate()?;
         let capacity = config.buffer_capacity;
-        let shared = Arc::new(Shared {
-            slots: Semaphore::new(capacity),
-            stats: Recorder::new(),
-            closed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(capacity));
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
             .set("client.id", "saga-tracker-sdk")
@@ -400,20 +473,16 @@ impl Inner {
                 value: Some(tp.as_str()),
             });
         }
-        let (ack, report) = match mode {
+        let (token, report) = match mode {
             DeliveryMode::Sync => {
                 let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
+                (self.shared.sync_token(tx), Some(rx))
             }
-            DeliveryMode::Async => (None, None),
+            DeliveryMode::Async => (self.shared.async_token(), None),
         };
-        let pending = Box::new(Pending {
-            accepted_at: Instant::now(),
-            ack,
-        });
         let sent = with_payload_buffer(|payload| {
             event.write_json(payload);
-            let record = BaseRecord::with_opaque_to(&self.topic, pending)
+            let record = BaseRecord::with_opaque_to(&self.topic, token)
                 .key(event.saga_id.as_str())
                 .payload(payload.as_slice())
                 .headers(headers);
@@ -422,6 +491,8 @@ impl Inner {
             self.producer.send(record).map_err(|(e, _record)| e)
         });
         if let Err(e) = sent {
+            // No report will come: drop the `Sync` caller's entry (its channel closes).
+            let _ = self.shared.settle(token);
             self.shared.slots.add_permits(1);
             let queue_full = matches!(
                 e,
@@ -535,6 +606,7 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_BUFFER_CAPACITY;
     use crate::contract::StepStatus;
 
     #[tokio::test]
@@ -563,6 +635,73 @@ mod tests {
         )
         .expect_err("unknown property");
         assert!(matches!(e, Error::Config(m) if m.contains("no.such.property")));
+    }
+
+    #[test]
+    fn an_async_token_carries_its_acceptance_time() {
+        let shared = Shared::new(1);
+        let token = shared.async_token();
+        assert_eq!(token & 1, 0, "async tokens are even");
+        std::thread::sleep(Duration::from_millis(5));
+        let (took, ack) = shared.settle(token);
+        assert!(took >= Duration::from_millis(5), "{took:?}");
+        assert!(ack.is_none());
+    }
+
+    #[test]
+    fn acceptance_times_wrap_around() {
+        let top = usize::MAX >> 1;
+        assert_eq!(micros_since(top, 4), 5, "across the wrap");
+        assert_eq!(micros_since(3, 10), 7);
+        assert_eq!(micros_since(0, 0), 0);
+    }
+
+    #[test]
+    fn a_sync_token_reaches_its_own_caller_once() {
+        let shared = Shared::new(2);
+        let (tx_a, mut rx_a) = oneshot::channel();
+        let (tx_b, mut rx_b) = oneshot::channel();
+        let a = shared.sync_token(tx_a);
+        let b = shared.sync_token(tx_b);
+        assert_eq!((a & 1, b & 1), (1, 1), "sync tokens are odd");
+        assert_ne!(a, b);
+        let (_, ack) = shared.settle(b);
+        ack.expect("b's caller")
+            .send(Err("b".into()))
+            .expect("b waits");
+        let (_, ack) = shared.settle(a);
+        ack.expect("a's caller").send(Ok(())).expect("a waits");
+        assert_eq!(rx_a.try_recv().expect("a's report"), Ok(()));
+        assert_eq!(rx_b.try_recv().expect("b's report"), Err("b".to_owned()));
+        assert!(shared.settle(a).1.is_none(), "one report per token");
+        assert!(shared.lock_acks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sync_send_refused_by_the_producer_leaves_no_waiter() {
+        // librdkafka refuses an oversized message inside `send`, before any broker is
+        // involved: no report will ever come for it.
+        let t = SagaTracker::new(
+            TrackerConfig::new("127.0.0.1:1", "svc")
+                .with_producer_property("message.max.bytes", "1000"),
+        )
+        .expect("producer");
+        let e = t
+            .record(
+                Step::new("s", "ORDER_CREATION", "A", StepStatus::Started)
+                    .with_metadata_entry("blob", "x".repeat(2000)),
+            )
+            .await
+            .expect_err("too large for the producer");
+        assert!(matches!(e, Error::Delivery(_)), "{e:?}");
+        let inner = t.inner.as_ref().expect("enabled");
+        assert!(inner.shared.lock_acks().is_empty());
+        let stats = t.stats();
+        assert_eq!((stats.failed, stats.buffered), (1, 0));
+        assert_eq!(
+            inner.shared.slots.available_permits(),
+            DEFAULT_BUFFER_CAPACITY
+        );
     }
 
     #[tokio::test]

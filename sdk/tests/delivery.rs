@@ -100,6 +100,41 @@ async fn sync_mode_delivers_json_keyed_by_saga_id_with_headers() {
 }
 
 #[tokio::test]
+async fn concurrent_sync_calls_each_get_their_own_acknowledgement() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("sync-many");
+    let tracker = SagaTracker::new(config(&kafka, &topic, "order-service")).expect("tracker");
+    let mut calls = tokio::task::JoinSet::new();
+    for saga in 0..50 {
+        let tracker = tracker.clone();
+        calls.spawn(async move {
+            let ctx = SagaContext::new(format!("order-{saga}"), "ORDER_CREATION");
+            tracker.saga(&ctx).step_started("ORDER_PLACED").await
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(call) = calls.join_next().await {
+        ids.push(call.expect("task").expect("delivered").expect("an id"));
+    }
+    let stats = tracker.stats();
+    assert_eq!((stats.sent, stats.failed, stats.buffered), (50, 0, 0));
+
+    let mut got: Vec<String> = kafka
+        .read(&topic, 50)
+        .await
+        .iter()
+        .map(|m| {
+            contract::decode(m.payload().expect("payload"), Utc::now())
+                .expect("valid")
+                .event_id
+        })
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "every caller was told about its own event");
+}
+
+#[tokio::test]
 async fn async_mode_buffers_and_shutdown_delivers_everything() {
     let kafka = Kafka::start();
     let topic = kafka.topic("async");
