@@ -4,7 +4,8 @@
 #
 # Usage: scripts/bench.sh [--broker mock|tansu] [--events N] [--partitions P]
 #                         [--events-per-saga E] [--concurrent-sagas W] [--steady-rate R]
-#                         [--steady-secs S] [--batch-size B] [--timeout-secs T] [--no-limit]
+#                         [--steady-secs S] [--batch-size B] [--in-flight L] [--timeout-secs T]
+#                         [--no-limit]
 #   scripts/bench.sh                                            # mock broker, 1M events a phase
 #   scripts/bench.sh --events-per-saga 50 --concurrent-sagas 1000   # long, interleaved sagas
 #   scripts/bench.sh --broker tansu --events 10000              # tansu: keep it small

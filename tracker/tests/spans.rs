@@ -169,6 +169,9 @@ async fn a_batch_span_has_its_children_and_links_to_the_producers_spans() {
     let tracker = InProcessTracker::spawn(TrackerSetup {
         group: group.clone(),
         linger_ms: 500,
+        // One lane: the saga's and the poison message's partitions would otherwise be
+        // written as two batches (each lane batches its own partitions).
+        in_flight: 1,
         ..TrackerSetup::new(&kafka.bootstrap, "saga_spans")
     })
     .await;
@@ -313,6 +316,8 @@ async fn beyond_128_producers_a_batch_links_the_128_its_fixed_rule_chooses() {
         group: group.clone(),
         batch_size: 500,
         linger_ms: 1000,
+        // One lane, so the producers' messages over every partition make one batch.
+        in_flight: 1,
         ..TrackerSetup::new(&kafka.bootstrap, "saga_spans")
     })
     .await;

@@ -104,12 +104,13 @@ struct Args {
     /// ≈ 3.9k a partition; the mock trims partitions beyond ≈ 8k messages), 3 with tansu].
     #[arg(long)]
     partitions: Option<i32>,
-    /// `ingest.batch_size` of the tracker (500 is the tracker's default).
-    #[arg(long, default_value_t = 500)]
+    /// `ingest.batch_size` of the tracker (2000 is the tracker's default; 500 was, before
+    /// issue #15).
+    #[arg(long, default_value_t = 2000)]
     batch_size: usize,
-    /// `ingest.in_flight` of the tracker: batches written at once (2 is the tracker's
+    /// `ingest.in_flight` of the tracker: batches written at once (4 is the tracker's
     /// default; 1 writes one batch at a time, as before issue #15).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     in_flight: usize,
     /// Events per second in the steady phase (a rate the tracker can sustain).
     #[arg(long, default_value_t = 2000)]
@@ -786,8 +787,8 @@ async fn run(
         opts.extra_env
             .push(("TRACKER_LOG__LEVEL".to_owned(), "warn".to_owned()));
         // A tracker before `ingest.in_flight` existed refuses the unknown key; leave it unset
-        // at 2 (the default) so such a binary can be measured as the base.
-        if args.in_flight != 2 {
+        // at 4 (the default) so such a binary can be measured as the base.
+        if args.in_flight != 4 {
             opts.extra_env.push((
                 "TRACKER_INGEST__IN_FLIGHT".to_owned(),
                 args.in_flight.to_string(),

@@ -361,6 +361,9 @@ pub struct TrackerSetup<'a> {
     pub db_prefix: &'a str,
     pub batch_size: usize,
     pub linger_ms: u64,
+    /// `ingest.in_flight`: lanes writing at once (the tracker's default, 4, unless a test
+    /// needs every message in one batch).
+    pub in_flight: usize,
     /// SQL run after the migrations and before the consumer starts (e.g. a trigger that
     /// makes the database reject chosen events).
     pub setup_sql: &'a [&'a str],
@@ -376,6 +379,7 @@ impl<'a> TrackerSetup<'a> {
             db_prefix,
             batch_size: 50,
             linger_ms: 20,
+            in_flight: 4,
             setup_sql: &[],
         }
     }
@@ -406,7 +410,8 @@ impl InProcessTracker {
             .merge(Serialized::default("database.url", db_url(&db_name)))
             .merge(Serialized::default("http.addr", "127.0.0.1:0"))
             .merge(Serialized::default("ingest.batch_size", setup.batch_size))
-            .merge(Serialized::default("ingest.linger_ms", setup.linger_ms));
+            .merge(Serialized::default("ingest.linger_ms", setup.linger_ms))
+            .merge(Serialized::default("ingest.in_flight", setup.in_flight));
         let settings = Settings::from_figment(fig).expect("valid settings");
         let app = Application::build(settings).await.expect("tracker builds");
         saga_tracker::store::migrate(app.pool())
