@@ -277,12 +277,7 @@ impl Ingestor {
             // Feeds the consumer-lag gauge (see `IngestContext::stats`).
             .set("statistics.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            // librdkafka prefetches up to 100,000 messages / 64 MiB per partition by default,
-            // which during a catch-up is the bulk of the tracker's memory. A few batches'
-            // worth per partition keeps the writers fed (`ingest.in_flight` × batch_size
-            // messages are held by the tracker itself).
-            .set("queued.max.messages.kbytes", "16384");
+            .set("heartbeat.interval.ms", "1000");
         for (key, v) in &k.properties {
             cc.set(key, v);
         }
