@@ -1013,7 +1013,10 @@ mod change_tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn nonzero(d: &Delta) -> (Vec<(CountKey, [i64; 9])>, Vec<(DurationKey, (i64, i64))>) {
+    /// A delta's rows that change something, sorted: (counts, durations).
+    type Rows = (Vec<(CountKey, [i64; 9])>, Vec<(DurationKey, (i64, i64))>);
+
+    fn nonzero(d: &Delta) -> Rows {
         let mut counts: Vec<_> = d
             .counts
             .iter()
