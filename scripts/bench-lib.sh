@@ -155,7 +155,10 @@ bench_seed() {
         printf 'events\t%s\n' "$(q -c "select count(*) from saga_events")"
         printf 'statuses\t%s\n' "$(q -c "select string_agg(status || '=' || n, ' ' order by status)
                                           from (select status, count(*) n from sagas group by 1) x")"
-        printf 'sizes\t%s\n' "$(q -c "select string_agg(t || '=' || pg_size_pretty(pg_total_relation_size(t::regclass)), ' ')
+        # Summed over partitions: a partitioned table itself holds no storage.
+        printf 'sizes\t%s\n' "$(q -c "select string_agg(t || '=' || pg_size_pretty(
+                                           (select sum(pg_total_relation_size(relid))
+                                              from pg_partition_tree(t::regclass))), ' ')
                                        from unnest(array['sagas', 'saga_events', 'stats_hourly',
                                             'stats_hourly_durations', 'stats_daily', 'stats_daily_durations']) t")"
         printf 'rollup_rows\t%s\n' "$(q -c "select (select count(*) from stats_hourly) + (select count(*) from stats_daily)
