@@ -392,14 +392,8 @@ impl Ingestor {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((i, done)) = writing.next(), if !writing.is_empty() => {
-                    lanes[i].busy = false;
-                    match done {
-                        Ok(done) => self.store_offsets_of(done),
-                        Err(Abandoned) => {
-                            tracing::warn!("shutdown during retries: batch abandoned, it will be redelivered");
-                            lanes[i].abandoned = true;
-                            break;
-                        }
+                    if !self.finish(&mut lanes[i], done) {
+                        break;
                     }
                 },
                 r = tokio::time::timeout_at(wake, self.consumer.recv()), if can_read => {
@@ -445,18 +439,26 @@ impl Ingestor {
             let Some((i, done)) = writing.next().await else {
                 break;
             };
-            lanes[i].busy = false;
-            match done {
-                Ok(done) => self.store_offsets_of(done),
-                Err(Abandoned) => {
-                    tracing::warn!(
-                        "shutdown during retries: batch abandoned, it will be redelivered"
-                    );
-                    lanes[i].abandoned = true;
-                }
-            }
+            self.finish(&mut lanes[i], done);
         }
         Ok(())
+    }
+
+    /// A lane's batch is done: stores its offsets when it is durable, else marks the lane so
+    /// nothing after it stores any. Returns whether the batch was durable.
+    fn finish(&self, lane: &mut Lane, done: Result<Durable, Abandoned>) -> bool {
+        lane.busy = false;
+        match done {
+            Ok(done) => {
+                self.store_offsets_of(done);
+                true
+            }
+            Err(Abandoned) => {
+                tracing::warn!("shutdown during retries: batch abandoned, it will be redelivered");
+                lane.abandoned = true;
+                false
+            }
+        }
     }
 
     /// Stores the offsets of a durable batch, in its `ingest.batch` span.

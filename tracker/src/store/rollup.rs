@@ -1034,15 +1034,6 @@ mod change_tests {
         (counts, durations)
     }
 
-    const STATUSES: [&str; 6] = [
-        "STARTED",
-        "IN_PROGRESS",
-        "COMPLETED",
-        "FAILED",
-        "COMPENSATING",
-        "COMPENSATED",
-    ];
-
     /// A saga's facts from small choices, so that two draws often share hour, type,
     /// services and steps (the case `change` shortcuts) and sometimes do not.
     fn facts() -> impl Strategy<Value = (SagaFacts, Vec<StepFacts>)> {
@@ -1064,7 +1055,9 @@ mod change_tests {
                 let saga = SagaFacts {
                     saga_id: "s".into(),
                     saga_type: ["A", "B"][ty].into(),
-                    status: STATUSES[status].into(),
+                    status: saga_tracker_sdk::contract::SagaStatus::ALL[status]
+                        .as_str()
+                        .into(),
                     started_at: t0 + chrono::Duration::minutes(50 * hour),
                     duration_ms: dur.map(|d| d * 700),
                     compensation_started_at: comp.then_some(t0),

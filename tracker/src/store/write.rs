@@ -360,21 +360,18 @@ pub async fn write_batch_on(
             .await?
             .into_iter()
             .collect();
-    // The events this batch newly stored (redeliveries are not among them), as stored.
-    let inserted: Vec<EventRecord> = unique
+    // What this batch newly stored (redeliveries are not among them), as stored, per saga.
+    let mut new_by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
+    for e in unique
         .iter()
         .filter(|e| stored_ids.contains(e.event.event_id.as_str()))
-        .map(|e| as_stored(e))
-        .collect();
-
-    // What this batch newly stored, per saga.
-    let mut new_by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
-    for record in &inserted {
+    {
         new_by_saga
-            .entry(record.event.saga_id.as_str())
+            .entry(e.event.saga_id.as_str())
             .or_default()
-            .push(record.clone());
+            .push(as_stored(e));
     }
+    let inserted = || new_by_saga.values().flatten();
 
     // Each saga that gained events: continue its stored fold when every new event sorts after
     // the ones folded so far (the usual, in-order case: no stored event is read), else refold
@@ -501,9 +498,8 @@ pub async fn write_batch_on(
     tx.commit().await?;
 
     let committed_at = Utc::now();
-    let ok = inserted.len() as u64;
-    let step_failures = inserted
-        .iter()
+    let ok = inserted().count() as u64;
+    let step_failures = inserted()
         .filter(|r| r.event.step_status == StepStatus::Failed)
         .map(|r| (r.event.saga_type.clone(), r.event.step.clone()))
         .collect();
@@ -514,8 +510,7 @@ pub async fn write_batch_on(
         duplicate: events.len() as u64 - ok,
         size: events.len(),
         write_time: started.elapsed(),
-        visibility_lags: inserted
-            .iter()
+        visibility_lags: inserted()
             .map(|r| {
                 (committed_at - r.event.occurred_at)
                     .num_microseconds()
