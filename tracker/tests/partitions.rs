@@ -564,6 +564,54 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
     assert_rollups_equal_rebuild(&pool2, "after a refold").await;
 }
 
+/// Events known to be new (after the saga's folded events) are stored without the duplicate
+/// check; an `eventId` reused with a later time looks new by that rule, so the primary key
+/// refuses it and the batch is written again checked: stored once, counted as a duplicate,
+/// nothing else of the batch lost, the row and rollups as a refold gives them.
+#[tokio::test]
+async fn an_event_id_reused_after_the_last_event_is_still_stored_once() {
+    let (_db, pool) = migrated_test_db("partitions_reused_id").await;
+    let start = Utc::now() - Duration::minutes(5);
+    let events = saga("order-9", start, Some(start + Duration::seconds(5)));
+    assert_eq!(write_on(&pool, &events[..2], today()).await, (2, 0));
+
+    // The first event's id again, now claiming to be the latest, beside a genuinely new event.
+    let mut reused = events[0].clone();
+    reused.event.occurred_at = start + Duration::seconds(3);
+    reused.event.step = "FORGED".to_owned();
+    let batch = vec![reused, events[2].clone()];
+    let b = write_batch_on(&pool, &batch, None, today())
+        .await
+        .expect("the batch commits despite the reused id");
+    assert_eq!((b.ok, b.duplicate), (1, 1));
+    assert_eq!(events_of(&pool, "order-9").await, 3, "each eventId once");
+    let kept: (String, DateTime<Utc>) = sqlx::query_as(
+        "select step, occurred_at from saga_events where saga_id = 'order-9' and event_id = $1",
+    )
+    .bind(&events[0].event.event_id)
+    .fetch_one(&pool)
+    .await
+    .expect("the first copy");
+    assert_eq!(kept.0, "RESERVE", "the first copy is the one kept");
+    let (status, event_count, current_step): (String, i32, String) = sqlx::query_as(
+        "select status, event_count, current_step from sagas where saga_id = 'order-9'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(
+        (status.as_str(), event_count, current_step.as_str()),
+        ("COMPLETED", 3, "SHIP")
+    );
+
+    // A plain redelivery of everything is caught by the check, not the key: nothing new.
+    let b = write_batch_on(&pool, &events, None, today())
+        .await
+        .expect("batch");
+    assert_eq!((b.ok, b.duplicate), (0, 3));
+    assert_rollups_equal_rebuild(&pool, "after the reused id").await;
+}
+
 /// Retention cost, both ways, in one run (docs/BENCHMARKS.md): two days each holding
 /// `RETENTION_SAGAS` finished sagas of 5 events (default 200,000 = 1M events), one retired
 /// whole, the other deleted row by row in batches of 1,000 as before partitioning (the path

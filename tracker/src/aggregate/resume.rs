@@ -202,6 +202,16 @@ impl FoldState {
         Self::deserialize(value).ok()
     }
 
+    /// Whether `record` sorts strictly after every event folded into this state, for a saga
+    /// whose row holds `event_count` events. Then it is none of them: the canonical key ends
+    /// with the `eventId`, so a redelivered copy has the key of an event already folded, which
+    /// is at most the last one. The write path stores such events without the duplicate check.
+    /// `false` when the state does not describe the row (its count differs), so the caller
+    /// cannot tell.
+    pub fn precedes(&self, event_count: i32, record: &EventRecord) -> bool {
+        self.event_count == event_count && key_of(record) > self.tail().last
+    }
+
     fn tail(&self) -> Tail<'_> {
         Tail {
             failed_explicitly: self.failed_explicitly,

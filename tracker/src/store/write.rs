@@ -6,15 +6,19 @@
 //!    replicas briefly owning the same partition during a rebalance then serialise per saga
 //!    instead of computing a saga row from each other's half-visible events (sorted order
 //!    rules out deadlocks);
-//! 2. insert the events, `on conflict (event_id) do nothing` — a redelivered event is stored
-//!    once and reported as a duplicate;
-//! 3. read the touched sagas' previous status (for the counters) and *all* their events;
-//! 4. fold each saga with the pure [`aggregate::fold`] and upsert the rows;
+//! 2. read the touched sagas' rows as they were (status for the counters, fold state, day);
+//! 3. insert the events — a redelivered event is stored once and reported as a duplicate,
+//!    either refused by `on conflict do nothing` or, for events known to be new, by the
+//!    primary key, which sends the batch round again with every event checked;
+//! 4. continue each saga's fold from its stored state when its new events sort after the
+//!    folded ones, else refold it from *all* its stored events with the pure
+//!    [`aggregate::fold`], and upsert the rows;
 //! 5. apply the net change of the touched sagas' contributions to the statistics rollups
 //!    ([`rollup::apply_ingest`]), so `/api/v1/stats` is exact the moment the batch commits.
 //!
-//! Recomputing from every stored event, rather than patching the old row, is what makes the
-//! saga row a pure function of the set of its events however they arrive.
+//! The saga row is a pure function of the set of its events however they arrive: a resumed
+//! fold gives exactly what a refold of every stored event would ([`aggregate::resume`]), and
+//! anything it cannot vouch for is refolded.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -54,8 +58,14 @@ pub struct IncomingEvent {
 /// batch itself, with their times cut to the microsecond as they were bound
 /// ([`as_stored`]), which is exactly what PostgreSQL holds. Sending every column back and
 /// decoding it again (metadata JSON included) cost more than the insert's index work.
-const INSERT_EVENTS: &str = r#"
-insert into saga_events (
+///
+/// Two forms of one statement: [`insert_events_sql`]`(true)` checks each event against the
+/// stored ones (`on conflict … do nothing`); `(false)` is a plain insert, for events the write
+/// path knows are not stored yet ([`write_batch_on`]). The check is a second descent of the
+/// primary key per event, 15–25 % of the insert (docs/BENCHMARKS.md).
+fn insert_events_sql(check_duplicates: bool) -> String {
+    format!(
+        "insert into saga_events (
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
     kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
@@ -64,9 +74,15 @@ from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[],
             $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[],
             $18::integer[], $19::bigint[], $20::date[]) as x
-on conflict (saga_id, event_id, bucket_day) do nothing
-returning event_id
-"#;
+{}
+returning event_id",
+        if check_duplicates {
+            "on conflict (saga_id, event_id, bucket_day) do nothing"
+        } else {
+            ""
+        }
+    )
+}
 
 const UPSERT_SAGAS: &str = r#"
 insert into sagas (
@@ -305,6 +321,15 @@ pub async fn write_batch_traced(
 /// [`write_batch_traced`] as if today (UTC) were `today`: new sagas go to the newest day
 /// partition not after it. The ingest path passes the real date; tests of the day partitions
 /// pass others to store sagas "days apart" without waiting for days.
+///
+/// Events the batch knows are new — every event of a saga without a row (such a saga has no
+/// stored events: every batch that stores an event writes its saga's row, and retention
+/// removes both together), and events sorting after everything a saga's fold state has folded
+/// ([`aggregate::FoldState::precedes`]) — are stored with a plain insert, skipping the
+/// duplicate check. Should that knowledge be wrong (an `eventId` reused with other content,
+/// so it sorts elsewhere than its stored copy), the primary key still refuses the second copy
+/// (`23505`), and the batch is written again from the start with every event checked: the
+/// result is the same, only slower.
 pub async fn write_batch_on(
     pool: &PgPool,
     events: &[IncomingEvent],
@@ -315,6 +340,28 @@ pub async fn write_batch_on(
     if events.is_empty() {
         return Ok(CommittedBatch::default());
     }
+    match write_attempt(pool, events, tracker_trace_id, today, started, true).await {
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            tracing::debug!(
+                error = %db,
+                "an event thought new was stored already: writing the batch again, checked"
+            );
+            write_attempt(pool, events, tracker_trace_id, today, started, false).await
+        }
+        result => result,
+    }
+}
+
+/// One try of [`write_batch_on`]; `trust_new` lets it store the events it knows are new
+/// without the duplicate check.
+async fn write_attempt(
+    pool: &PgPool,
+    events: &[IncomingEvent],
+    tracker_trace_id: Option<&str>,
+    today: NaiveDate,
+    started: Instant,
+    trust_new: bool,
+) -> Result<CommittedBatch, sqlx::Error> {
     // Dedup within the batch too: keep the first copy of each eventId.
     let mut seen = HashSet::with_capacity(events.len());
     let unique: Vec<&IncomingEvent> = events
@@ -352,25 +399,59 @@ pub async fn write_batch_on(
     let (previous, new_day) = stored_sagas_and_days(&mut tx, &saga_ids, today).await?;
     let day_of = |saga_id: &str| previous.get(saga_id).map_or(new_day, |p| p.bucket_day);
 
-    // Event ids are unique within `unique` (deduplicated above), so they name the rows.
-    let stored_ids: HashSet<String> =
-        bind_events(sqlx::query_scalar(INSERT_EVENTS), &unique, &day_of)
-            .bind(tracker_trace_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-    // What this batch newly stored (redeliveries are not among them), as stored, per saga.
-    let mut new_by_saga: HashMap<&str, Vec<EventRecord>> = HashMap::new();
-    for e in unique
+    // The stored fold states, read once: they decide which events are known new, and the
+    // sagas they belong to resume from them below.
+    let stored_folds: HashMap<&str, aggregate::FoldState> = previous
         .iter()
-        .filter(|e| stored_ids.contains(e.event.event_id.as_str()))
-    {
-        new_by_saga
-            .entry(e.event.saga_id.as_str())
-            .or_default()
-            .push(as_stored(e));
+        .filter_map(|(id, prev)| Some((id.as_str(), prev.fold_state()?)))
+        .collect();
+    // The batch's events as stored, per saga, and whether each saga's are all known new.
+    /// A saga's events in this batch, each with its stored form, and whether all are known new.
+    type SagaBatch<'a> = (Vec<(&'a IncomingEvent, EventRecord)>, bool);
+    let mut batch_by_saga: HashMap<&str, SagaBatch<'_>> = HashMap::new();
+    for e in &unique {
+        let record = as_stored(e);
+        let saga_id = e.event.saga_id.as_str();
+        let known_new = trust_new
+            && match previous.get(saga_id) {
+                None => true,
+                Some(prev) => stored_folds
+                    .get(saga_id)
+                    .is_some_and(|fold| fold.precedes(prev.event_count, &record)),
+            };
+        let (records, all_new) = batch_by_saga.entry(saga_id).or_insert((Vec::new(), true));
+        records.push((*e, record));
+        *all_new &= known_new;
     }
+    let (known_new, maybe_stored): (Vec<&IncomingEvent>, Vec<&IncomingEvent>) = unique
+        .iter()
+        .partition(|e| batch_by_saga[e.event.saga_id.as_str()].1);
+    // Event ids are unique within `unique` (deduplicated above), so they name the rows.
+    let mut stored_ids: HashSet<String> = HashSet::with_capacity(unique.len());
+    for (events, check) in [(&known_new, false), (&maybe_stored, true)] {
+        if events.is_empty() {
+            continue;
+        }
+        let sql = insert_events_sql(check);
+        stored_ids.extend(
+            bind_events(sqlx::query_scalar(&sql), events, &day_of)
+                .bind(tracker_trace_id)
+                .fetch_all(&mut *tx)
+                .await?,
+        );
+    }
+    // What this batch newly stored (redeliveries are not among them), as stored, per saga.
+    let new_by_saga: HashMap<&str, Vec<EventRecord>> = batch_by_saga
+        .into_iter()
+        .filter_map(|(saga_id, (records, _))| {
+            let new: Vec<EventRecord> = records
+                .into_iter()
+                .filter(|(e, _)| stored_ids.contains(e.event.event_id.as_str()))
+                .map(|(_, record)| record)
+                .collect();
+            (!new.is_empty()).then_some((saga_id, new))
+        })
+        .collect();
     let inserted = || new_by_saga.values().flatten();
 
     // Each saga that gained events: continue its stored fold when every new event sorts after
@@ -386,8 +467,8 @@ pub async fn write_batch_on(
     let mut refold: Vec<String> = Vec::new();
     for (saga_id, new) in &new_by_saga {
         let resumed = previous.get(*saga_id).and_then(|prev| {
-            let stored = prev.fold_state()?;
-            let (state, fold) = aggregate::resume(&prev.state().ok()?, &stored, new)?;
+            let stored = stored_folds.get(*saga_id)?;
+            let (state, fold) = aggregate::resume(&prev.state().ok()?, stored, new)?;
             Some(Folded {
                 state,
                 fold,
@@ -541,7 +622,7 @@ fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// The event as the row [`INSERT_EVENTS`] stores for it reads back.
+/// The event as the row [`insert_events_sql`] stores for it reads back.
 fn as_stored(e: &IncomingEvent) -> EventRecord {
     let mut event = e.event.clone();
     event.occurred_at = stored_time(event.occurred_at);
@@ -551,7 +632,7 @@ fn as_stored(e: &IncomingEvent) -> EventRecord {
     }
 }
 
-/// Binds the events as the first 20 parameters of [`INSERT_EVENTS`], one array per column.
+/// Binds the events as the first 20 parameters of [`insert_events_sql`], one array per column.
 fn bind_events<'q, O>(
     query: QueryScalar<'q, Postgres, O, PgArguments>,
     events: &[&IncomingEvent],
