@@ -405,7 +405,6 @@ async fn write_attempt(
         .iter()
         .filter_map(|(id, prev)| Some((id.as_str(), prev.fold_state()?)))
         .collect();
-    // The batch's events as stored, per saga, and whether each saga's are all known new.
     /// A saga's events in this batch, each with its stored form, and whether all are known new.
     type SagaBatch<'a> = (Vec<(&'a IncomingEvent, EventRecord)>, bool);
     let mut batch_by_saga: HashMap<&str, SagaBatch<'_>> = HashMap::new();
