@@ -10,6 +10,7 @@
 //! Only this module speaks SQL. It does not know about Kafka: the ingest loop hands it
 //! decoded events and gets back what to count.
 
+mod copy;
 pub mod insight;
 pub mod partitions;
 pub mod read;

@@ -7,9 +7,11 @@
 //!    instead of computing a saga row from each other's half-visible events (sorted order
 //!    rules out deadlocks);
 //! 2. read the touched sagas' rows as they were (status for the counters, fold state, day);
-//! 3. insert the events — a redelivered event is stored once and reported as a duplicate,
-//!    either refused by `on conflict do nothing` or, for events known to be new, by the
-//!    primary key, which sends the batch round again with every event checked;
+//! 3. store the events — those known to be new with a binary `COPY`, the rest with an
+//!    insert that checks each against the stored ones — so a redelivered event is stored
+//!    once and reported as a duplicate, either skipped by `on conflict do nothing` or, had it
+//!    been taken for new, refused by the primary key, which sends the batch round again with
+//!    every event checked;
 //! 4. continue each saga's fold from its stored state when its new events sort after the
 //!    folded ones, else refold it from *all* its stored events with the pure
 //!    [`aggregate::fold`], and upsert the rows;
@@ -31,7 +33,7 @@ use sqlx::query::{Query, QueryScalar};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::rows::{EventRow, EVENT_COLUMNS};
-use super::{partitions, rollup};
+use super::{copy, partitions, rollup};
 use crate::aggregate::{self, EventRecord, SagaState};
 use crate::metrics::{CommittedBatch, Transition};
 
@@ -51,21 +53,18 @@ pub struct IncomingEvent {
     pub source: Option<KafkaSource>,
 }
 
-/// Inserts events from typed arrays (one per column, `unnest`ed in one statement): no JSON
-/// is built by us or parsed by PostgreSQL. Each event goes to its saga's day partition
-/// (`bucket_day`), where the primary key `(saga_id, event_id, bucket_day)` makes a redelivery a
-/// no-op. Returns only the keys of the rows it stored: the fold takes those events from the
-/// batch itself, with their times cut to the microsecond as they were bound
+/// Inserts events from typed arrays (one per column, `unnest`ed in one statement), each
+/// checked against the stored ones: a redelivery is a no-op. Each event goes to its saga's
+/// day partition (`bucket_day`), where the primary key `(saga_id, event_id, bucket_day)`
+/// refuses a second copy. Returns only the keys of the rows it stored: the fold takes those
+/// events from the batch itself, with their times cut to the microsecond as they were bound
 /// ([`as_stored`]), which is exactly what PostgreSQL holds. Sending every column back and
 /// decoding it again (metadata JSON included) cost more than the insert's index work.
 ///
-/// Two forms of one statement: [`insert_events_sql`]`(true)` checks each event against the
-/// stored ones (`on conflict … do nothing`); `(false)` is a plain insert, for events the write
-/// path knows are not stored yet ([`write_batch_on`]). The check is a second descent of the
-/// primary key per event, 15–25 % of the insert (docs/BENCHMARKS.md).
-fn insert_events_sql(check_duplicates: bool) -> String {
-    format!(
-        "insert into saga_events (
+/// Events the write path knows are new skip this for [`COPY_EVENTS`] ([`write_batch_on`]):
+/// the check is a second descent of the primary key per event, and the statement's arrays
+/// are decoded and `unnest`ed before a row is written (docs/BENCHMARKS.md).
+const INSERT_EVENTS_CHECKED: &str = "insert into saga_events (
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
     kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
@@ -74,15 +73,15 @@ from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[],
             $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[],
             $18::integer[], $19::bigint[], $20::date[]) as x
-{}
-returning event_id",
-        if check_duplicates {
-            "on conflict (saga_id, event_id, bucket_day) do nothing"
-        } else {
-            ""
-        }
-    )
-}
+on conflict (saga_id, event_id, bucket_day) do nothing
+returning event_id";
+
+/// The same columns as [`INSERT_EVENTS_CHECKED`], in binary `COPY` ([`copy_events`]).
+const COPY_EVENTS: &str = "copy saga_events (
+    event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
+    service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
+    kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
+from stdin (format binary)";
 
 const UPSERT_SAGAS: &str = r#"
 insert into sagas (
@@ -325,7 +324,7 @@ pub async fn write_batch_traced(
 /// Events the batch knows are new — every event of a saga without a row (such a saga has no
 /// stored events: every batch that stores an event writes its saga's row, and retention
 /// removes both together), and events sorting after everything a saga's fold state has folded
-/// ([`aggregate::FoldState::precedes`]) — are stored with a plain insert, skipping the
+/// ([`aggregate::FoldState::precedes`]) — are stored with a binary `COPY`, without the
 /// duplicate check. Should that knowledge be wrong (an `eventId` reused with other content,
 /// so it sorts elsewhere than its stored copy), the primary key still refuses the second copy
 /// (`23505`), and the batch is written again from the start with every event checked: the
@@ -427,16 +426,21 @@ async fn write_attempt(
         .partition(|e| batch_by_saga[e.event.saga_id.as_str()].1);
     // Event ids are unique within `unique` (deduplicated above), so they name the rows.
     let mut stored_ids: HashSet<String> = HashSet::with_capacity(unique.len());
-    for (events, check) in [(&known_new, false), (&maybe_stored, true)] {
-        if events.is_empty() {
-            continue;
-        }
-        let sql = insert_events_sql(check);
+    if !known_new.is_empty() {
+        copy_events(&mut tx, &known_new, &day_of, tracker_trace_id).await?;
+        // All stored, or the copy failed with the key's 23505 and this attempt is over.
+        stored_ids.extend(known_new.iter().map(|e| e.event.event_id.clone()));
+    }
+    if !maybe_stored.is_empty() {
         stored_ids.extend(
-            bind_events(sqlx::query_scalar(&sql), events, &day_of)
-                .bind(tracker_trace_id)
-                .fetch_all(&mut *tx)
-                .await?,
+            bind_events(
+                sqlx::query_scalar(INSERT_EVENTS_CHECKED),
+                &maybe_stored,
+                &day_of,
+            )
+            .bind(tracker_trace_id)
+            .fetch_all(&mut *tx)
+            .await?,
         );
     }
     // What this batch newly stored (redeliveries are not among them), as stored, per saga.
@@ -603,25 +607,28 @@ async fn write_attempt(
     })
 }
 
-/// `t` as PostgreSQL stores it when sqlx binds it: whole microseconds since 2000-01-01,
-/// counted the way sqlx's encoder counts them (`TimeDelta::num_microseconds`, which rounds
-/// toward zero), so the fold sees the very values a later refold reads back.
+/// `t` as PostgreSQL stores it when sqlx binds it or [`copy_events`] copies it: whole
+/// microseconds since 2000-01-01, counted the way sqlx's encoder counts them
+/// (`TimeDelta::num_microseconds`, which rounds toward zero), so the fold sees the very values
+/// a later refold reads back.
 fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
-    let epoch = DateTime::<Utc>::from_naive_utc_and_offset(
-        NaiveDate::from_ymd_opt(2000, 1, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .expect("a valid date"),
-        Utc,
-    );
-    match (t - epoch).num_microseconds() {
-        Some(us) => epoch + chrono::TimeDelta::microseconds(us),
-        // Beyond ±292,000 years: sqlx refuses to bind it, so the batch fails before this
+    match copy::pg_micros(t) {
+        Some(us) => {
+            let epoch = DateTime::<Utc>::from_naive_utc_and_offset(
+                NaiveDate::from_ymd_opt(2000, 1, 1)
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .expect("a valid date"),
+                Utc,
+            );
+            epoch + chrono::TimeDelta::microseconds(us)
+        }
+        // Beyond ±292,000 years: neither path can write it, so the batch fails before this
         // value could matter.
         None => t,
     }
 }
 
-/// The event as the row [`insert_events_sql`] stores for it reads back.
+/// The event as the row [`copy_events`] or [`INSERT_EVENTS_CHECKED`] stores for it reads back.
 fn as_stored(e: &IncomingEvent) -> EventRecord {
     let mut event = e.event.clone();
     event.occurred_at = stored_time(event.occurred_at);
@@ -631,7 +638,50 @@ fn as_stored(e: &IncomingEvent) -> EventRecord {
     }
 }
 
-/// Binds the events as the first 20 parameters of [`insert_events_sql`], one array per column.
+/// Stores events known to be new with one binary `COPY` ([`COPY_EVENTS`]). An event that
+/// is stored after all fails the copy with the primary key's `23505`.
+async fn copy_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&IncomingEvent],
+    day_of: &impl Fn(&str) -> NaiveDate,
+    tracker_trace_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let encode = |e: copy::OutOfRange| sqlx::Error::Encode(Box::new(e));
+    // About 400 bytes an event in the bench's workload; the buffer grows if need be.
+    let mut rows = copy::BinaryRows::new(21, events.len() * 512);
+    for e in events {
+        let ev = &e.event;
+        rows.row();
+        rows.text(&ev.event_id);
+        rows.text(&ev.saga_id);
+        rows.text(&ev.saga_type);
+        rows.text(&ev.step);
+        rows.text(ev.step_status.as_str());
+        rows.opt_text(ev.saga_status.map(SagaStatus::as_str));
+        rows.timestamptz(ev.occurred_at).map_err(encode)?;
+        rows.timestamptz(e.received_at).map_err(encode)?;
+        rows.text(&ev.service);
+        rows.opt_int8(ev.sequence);
+        rows.opt_text(ev.business_key.as_deref());
+        rows.opt_text(ev.trace_id.as_deref());
+        rows.opt_text(ev.span_id.as_deref());
+        rows.opt_text(ev.error.as_ref().map(|x| x.code.as_str()));
+        rows.opt_text(ev.error.as_ref().map(|x| x.message.as_str()));
+        rows.opt_jsonb(ev.metadata.as_ref());
+        rows.opt_text(e.source.as_ref().map(|s| s.topic.as_str()));
+        rows.opt_int4(e.source.as_ref().map(|s| s.partition));
+        rows.opt_int8(e.source.as_ref().map(|s| s.offset));
+        rows.date(day_of(&ev.saga_id)).map_err(encode)?;
+        rows.opt_text(tracker_trace_id);
+    }
+    let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
+    copy.send(rows.finish()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Binds the events as the first 20 parameters of [`INSERT_EVENTS_CHECKED`], one array per
+/// column.
 fn bind_events<'q, O>(
     query: QueryScalar<'q, Postgres, O, PgArguments>,
     events: &[&IncomingEvent],
