@@ -23,11 +23,15 @@ fn epoch_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date")
 }
 
-/// `t` as PostgreSQL's binary `timestamptz`: microseconds since 2000-01-01 UTC, or `None`
-/// beyond ±292,000 years (where sqlx refuses to bind it too).
+/// PostgreSQL's epoch for `timestamptz`, 2000-01-01 00:00 UTC.
+pub fn epoch() -> DateTime<Utc> {
+    epoch_date().and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// `t` as PostgreSQL's binary `timestamptz`: microseconds since [`epoch`], or `None` beyond
+/// ±292,000 years (where sqlx refuses to bind it too).
 pub fn pg_micros(t: DateTime<Utc>) -> Option<i64> {
-    let epoch = epoch_date().and_hms_opt(0, 0, 0)?.and_utc();
-    (t - epoch).num_microseconds()
+    (t - epoch()).num_microseconds()
 }
 
 /// A value the binary format cannot carry.

@@ -53,6 +53,15 @@ pub struct IncomingEvent {
     pub source: Option<KafkaSource>,
 }
 
+/// The columns both ways of storing events fill, in the order they bind or copy them.
+macro_rules! event_columns {
+    () => {
+        "event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
+    service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
+    kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id"
+    };
+}
+
 /// Inserts events from typed arrays (one per column, `unnest`ed in one statement), each
 /// checked against the stored ones: a redelivery is a no-op. Each event goes to its saga's
 /// day partition (`bucket_day`), where the primary key `(saga_id, event_id, bucket_day)`
@@ -64,24 +73,25 @@ pub struct IncomingEvent {
 /// Events the write path knows are new skip this for [`COPY_EVENTS`] ([`write_batch_on`]):
 /// the check is a second descent of the primary key per event, and the statement's arrays
 /// are decoded and `unnest`ed before a row is written (docs/BENCHMARKS.md).
-const INSERT_EVENTS_CHECKED: &str = "insert into saga_events (
-    event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
-    service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
+const INSERT_EVENTS_CHECKED: &str = concat!(
+    "insert into saga_events (",
+    event_columns!(),
+    ")
 select x.*, $21::text
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[],
             $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[],
             $18::integer[], $19::bigint[], $20::date[]) as x
 on conflict (saga_id, event_id, bucket_day) do nothing
-returning event_id";
+returning event_id"
+);
 
 /// The same columns as [`INSERT_EVENTS_CHECKED`], in binary `COPY` ([`copy_events`]).
-const COPY_EVENTS: &str = "copy saga_events (
-    event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
-    service, sequence, business_key, trace_id, span_id, error_code, error_message, metadata,
-    kafka_topic, kafka_partition, kafka_offset, bucket_day, tracker_trace_id)
-from stdin (format binary)";
+const COPY_EVENTS: &str = concat!(
+    "copy saga_events (",
+    event_columns!(),
+    ") from stdin (format binary)"
+);
 
 const UPSERT_SAGAS: &str = r#"
 insert into sagas (
@@ -613,15 +623,7 @@ async fn write_attempt(
 /// a later refold reads back.
 fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
     match copy::pg_micros(t) {
-        Some(us) => {
-            let epoch = DateTime::<Utc>::from_naive_utc_and_offset(
-                NaiveDate::from_ymd_opt(2000, 1, 1)
-                    .and_then(|d| d.and_hms_opt(0, 0, 0))
-                    .expect("a valid date"),
-                Utc,
-            );
-            epoch + chrono::TimeDelta::microseconds(us)
-        }
+        Some(us) => copy::epoch() + chrono::TimeDelta::microseconds(us),
         // Beyond ±292,000 years: neither path can write it, so the batch fails before this
         // value could matter.
         None => t,
