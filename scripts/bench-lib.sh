@@ -96,6 +96,33 @@ bench_seed() {
     [[ "$seeded_n" == "$SAGAS" && "$seeded_every" == "$EVENTS_EVERY" ]] ||
         die "$DB was seeded with SAGAS=$seeded_n EVENTS_EVERY=$seeded_every; drop it or set BENCH_DB"
 
+    # A day partition for every day the seed spans, as a tracker that ran through those days
+    # would have created them (store::partitions::ensure: a plain table, attached, listed in
+    # storage_partitions), so each saga and its events land in the partition of the day it
+    # started and every search reads ~31 partitions, as it does in production with the
+    # default 30-day retention. `migrate` created yesterday and the days ahead.
+    q -c "do \$\$
+          declare
+              d date;
+              t text;
+          begin
+              for d in select generate_series(((select t0 from ui_bench_seed) at time zone 'UTC')::date - 31,
+                                              ((select t0 from ui_bench_seed) at time zone 'UTC')::date,
+                                              interval '1 day')::date
+              loop
+                  continue when exists (select 1 from storage_partitions
+                                        where day = d or (legacy and day >= d));
+                  foreach t in array array['sagas', 'saga_events'] loop
+                      execute format('create table %I (like %I including defaults including constraints)',
+                                     t || '_p' || to_char(d, 'YYYYMMDD'), t);
+                      execute format('alter table %I attach partition %I for values from (%L) to (%L)',
+                                     t, t || '_p' || to_char(d, 'YYYYMMDD'), d, d + 1);
+                  end loop;
+                  insert into storage_partitions (day) values (d);
+              end loop;
+          end \$\$"
+    log "partitions: $(q -c "select count(*) || ' days, ' || min(day) || ' .. ' || max(day) from storage_partitions")"
+
     step "Seed: $SAGAS sagas, events for i % $EVENTS_EVERY = 0 and every running saga"
     # Seeding only: no JIT (it costs more than it saves on these one-off statements), no
     # wait for the WAL flush per chunk (a crash loses at most the last chunks, which then

@@ -111,6 +111,9 @@ g as (
                                then 10000000 + i - 1 - r3 % 50
                                else 10000000 + i end) as business_key,
         case when r5 < 9500 then md5('trace-' || i) end as trace_id,
+        -- The day partition the tracker would have written the saga (and all its events)
+        -- to: the UTC day its first event was stored, 40 ms after it occurred.
+        ((started_at + interval '40 milliseconds') at time zone 'UTC')::date as bucket_day,
         (array['TIMEOUT', 'DECLINED', 'UNAVAILABLE', 'CONFLICT'])[1 + r4 % 4] as error_code,
         jsonb_build_object(
             'region', case when r6 < 450 then 'eu-west' when r6 < 800 then 'us-east'
@@ -126,7 +129,7 @@ ins as (
         current_step, failed_step, failure_code, failure_message, compensation_started_at,
         compensation_ended_at, compensation_duration_ms, event_count, late_event_count,
         business_key, trace_id, metadata, services, first_received_at, last_received_at,
-        created_at, row_updated_at)
+        created_at, row_updated_at, bucket_day)
     select
         saga_id, saga_type, status, started_at,
         started_at + span_us * interval '1 microsecond',
@@ -146,14 +149,15 @@ ins as (
         started_at + interval '40 milliseconds',
         started_at + span_us * interval '1 microsecond' + interval '40 milliseconds',
         started_at + interval '60 milliseconds',
-        started_at + span_us * interval '1 microsecond' + interval '60 milliseconds'
+        started_at + span_us * interval '1 microsecond' + interval '60 milliseconds',
+        bucket_day
     from g
     returning 1
 )
 insert into saga_events (
     event_id, saga_id, saga_type, step, step_status, saga_status, occurred_at, received_at,
     ingested_at, service, sequence, business_key, trace_id, span_id, error_code,
-    error_message, metadata, kafka_topic, kafka_partition, kafka_offset)
+    error_message, metadata, kafka_topic, kafka_partition, kafka_offset, bucket_day)
 select
     md5('event-' || g.i || '-' || ev.e)::uuid::text,
     g.saga_id, g.saga_type, g.steps[ev.step_no], ev.step_status,
@@ -168,7 +172,7 @@ select
     case when ev.step_status = 'FAILED'
          then 'step ' || g.steps[ev.step_no] || ' failed: ' || lower(g.error_code) end,
     case when ev.e = 0 then g.metadata end,
-    'saga.tracker', (g.i % 3)::int, g.i * 16 + ev.e
+    'saga.tracker', (g.i % 3)::int, g.i * 16 + ev.e, g.bucket_day
 from g
 cross join lateral (
     select

@@ -1199,6 +1199,57 @@ async fn searches_served_without_order_page_exactly_however_rare_their_matches()
         pages_of(&app, "meta.tier=gold&startedBefore=2026-11-01T09:59:50Z", 5).await,
         ["old-1", "old-2"]
     );
+
+    // A type with a service: through the (type, service) keys, whether the pair exists or
+    // not, and exact either way.
+    assert_eq!(
+        pages_of(&app, "service=billing&sagaType=ORDER_CREATION", 2).await,
+        old_ids
+    );
+    for disjoint in [
+        "service=billing&sagaType=PAYMENT_REFUND",
+        "service=no-such-service&sagaType=ORDER_CREATION",
+    ] {
+        assert_eq!(
+            pages_of(&app, disjoint, 50).await,
+            Vec::<String>::new(),
+            "{disjoint}"
+        );
+    }
+    // Unordered conditions on top of ordered ones (a status, stuck): the walk reads, say,
+    // the failed sagas in order, then keeps those the service emitted. Every bulk saga is
+    // stuck: every third failed long ago and was never compensated, the others have made
+    // no progress since.
+    let bulk = |keep: fn(usize) -> bool| -> Vec<String> {
+        (0..2_500)
+            .rev()
+            .filter(|&i| keep(i))
+            .map(|i| format!("bulk-{i:05}"))
+            .collect()
+    };
+    for (query, want) in [
+        ("service=order&status=FAILED", bulk(|i| i % 3 == 0)),
+        (
+            "service=order&stuckReason=failed_not_compensated",
+            bulk(|i| i % 3 == 0),
+        ),
+        (
+            "service=order&stuckReason=no_progress",
+            bulk(|i| i % 3 != 0),
+        ),
+        ("service=order&stuck=true", bulk(|_| true)),
+        ("meta.region=eu&stuck=true", bulk(|i| i % 2 == 0)),
+        (
+            "meta.region=eu&stuckReason=failed_not_compensated",
+            bulk(|i| i % 6 == 0),
+        ),
+    ] {
+        assert_eq!(pages_of(&app, query, 120).await, want, "{query}");
+    }
+    assert_eq!(
+        pages_of(&app, "service=billing&status=FAILED", 50).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]

@@ -827,3 +827,131 @@ async fn retention_cost() {
         by_rows.as_secs_f64() / by_day.as_secs_f64()
     );
 }
+
+/// Every saga id of a search through `store::read::search_sagas`, `limit` per page,
+/// following the keyset of each page's last row to the end.
+async fn search_all(
+    pool: &PgPool,
+    filter: &saga_tracker::store::read::SagaFilter,
+    sort: saga_tracker::store::read::SortKey,
+    limit: i64,
+) -> Vec<String> {
+    use saga_tracker::store::read::{search_sagas, Keyset, Page, SortKey, StuckAt};
+    let policy = saga_tracker::stuck::StuckPolicy::default();
+    let at = StuckAt {
+        policy: &policy,
+        now: Utc::now(),
+    };
+    let mut out = Vec::new();
+    let mut after: Option<Keyset> = None;
+    for _ in 0..1_000 {
+        let rows = search_sagas(
+            pool,
+            Page {
+                filter,
+                sort,
+                after: after.as_ref(),
+                limit,
+            },
+            at,
+        )
+        .await
+        .expect("search");
+        assert!(rows.len() as i64 <= limit);
+        let Some(last) = rows.last() else {
+            return out;
+        };
+        after = Some(Keyset {
+            sort,
+            at: match sort {
+                SortKey::StartedAt => last.started_at,
+                SortKey::UpdatedAt => last.updated_at,
+            },
+            saga_id: last.saga_id.clone(),
+        });
+        out.extend(rows.into_iter().map(|r| r.saga_id));
+    }
+    panic!("paging did not end");
+}
+
+// A search reads the days stored since yesterday first, and the older days only when one of
+// them may hold a saga that belongs on the page (the first saga of each older day's order,
+// compared with the page's last). Whatever day a saga is stored on, and however start times
+// straddle days — an import of old events stored today, a saga stored days ago whose clock
+// ran ahead — every page is the exact next slice of the whole order.
+#[tokio::test]
+async fn a_search_across_day_partitions_pages_in_the_exact_order() {
+    use saga_tracker::store::read::{SagaFilter, SortKey};
+    let (_db, pool) = migrated_test_db("partitions_search").await;
+    for d in [2, 6] {
+        partitions::ensure(&pool, today() - Days::new(d))
+            .await
+            .expect("partitions");
+    }
+    let now = Utc::now();
+    for d in 0..6u64 {
+        let day = today() - Days::new(d);
+        let mut events = Vec::new();
+        for i in 0..25 {
+            let start = now - Duration::days(d as i64) - Duration::minutes(i);
+            let end = (i % 2 == 0).then(|| start + Duration::seconds(30));
+            events.extend(saga(&format!("d{d}-{i:02}"), start, end));
+        }
+        write_on(&pool, &events, day).await;
+    }
+    // Stored today, started long before everything else; stored five days ago, started (by
+    // its clock) after everything else.
+    let old = now - Duration::days(20);
+    write_on(&pool, &saga("imported", old, Some(old)), today()).await;
+    let ahead = now + Duration::hours(2);
+    write_on(
+        &pool,
+        &saga("clock-ahead", ahead, Some(ahead + Duration::seconds(1))),
+        today() - Days::new(5),
+    )
+    .await;
+
+    for (sort, column) in [
+        (SortKey::StartedAt, "started_at"),
+        (SortKey::UpdatedAt, "updated_at"),
+    ] {
+        for (filter, condition) in [
+            (SagaFilter::default(), "true"),
+            (
+                SagaFilter {
+                    service: Some("shipping".into()),
+                    ..SagaFilter::default()
+                },
+                "services @> '{shipping}'",
+            ),
+            (
+                SagaFilter {
+                    statuses: vec!["IN_PROGRESS".into()],
+                    ..SagaFilter::default()
+                },
+                "status = 'IN_PROGRESS'",
+            ),
+        ] {
+            let want: Vec<String> = sqlx::query_scalar(&format!(
+                "select saga_id from sagas where {condition} order by {column} desc, saga_id desc"
+            ))
+            .fetch_all(&pool)
+            .await
+            .expect("the order");
+            assert!(want.len() > 50, "{condition}: {}", want.len());
+            for limit in [1, 7, 40, 500] {
+                assert_eq!(
+                    search_all(&pool, &filter, sort, limit).await,
+                    want,
+                    "{column}, {condition}, limit {limit}"
+                );
+            }
+        }
+    }
+    // The sagas stored on the older days are there, so the second round was needed.
+    let days: i64 = sqlx::query_scalar("select count(distinct bucket_day) from sagas")
+        .fetch_one(&pool)
+        .await
+        .expect("days");
+    assert_eq!(days, 6);
+}

@@ -233,7 +233,7 @@ fn push_edge_ctes(qb: &mut QueryBuilder<'_, Postgres>, plan: &Plan, filter: &Sta
         return;
     }
     qb.push(format!(
-        "with edge_s as materialized (select {SAGA_COLUMNS} from sagas s where ("
+        "with edge_s as materialized (select {SAGA_COLUMNS}, bucket_day from sagas s where ("
     ));
     for (i, (from, to)) in plan.edges.iter().enumerate() {
         if i > 0 {
@@ -250,14 +250,14 @@ fn push_edge_ctes(qb: &mut QueryBuilder<'_, Postgres>, plan: &Plan, filter: &Sta
         qb.push(" and s.saga_type = ").push_bind(t.clone());
     }
     if let Some(svc) = &filter.service {
-        qb.push(" and s.services @> array[")
-            .push_bind(svc.clone())
-            .push("]::text[]");
+        qb.push(" and ");
+        super::read::push_service(qb, svc.clone(), filter.saga_type.clone());
     }
     qb.push(format!(
         "), edge_steps as materialized (select e.saga_id, e.step, \
            bool_or(e.step_status = 'FAILED') as failed, {STEP_DURATION_US} as duration_us \
-         from saga_events e where e.saga_id in (select saga_id from edge_s) \
+         from saga_events e \
+         where (e.saga_id, e.bucket_day) in (select saga_id, bucket_day from edge_s) \
          group by e.saga_id, e.step) "
     ));
 }

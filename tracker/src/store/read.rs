@@ -25,7 +25,7 @@
 //! when matches are common, one that collects every match through its index and sorts them
 //! when they are rare. Both are exact; only their cost depends on the choice.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
@@ -212,29 +212,113 @@ pub async fn search_sagas(
     stuck: StuckAt<'_>,
 ) -> Result<Vec<SagaRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if !needs_probe(page.filter) {
-        set_plan(&mut tx, Plan::Planner).await?;
-        let rows = fetch(&mut tx, search_query(page, stuck, None)).await?;
+    // One snapshot for every statement of the search: the rounds read disjoint days, and a
+    // saga moved between days by retention in between must be seen once.
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    let days: Vec<(NaiveDate, bool)> =
+        sqlx::query_as("select day, legacy from storage_partitions order by day desc")
+            .fetch_all(&mut *tx)
+            .await?;
+    let cut = stuck.now.date_naive() - chrono::Days::new(RECENT_DAYS);
+    let (recent, older): (Vec<_>, Vec<_>) = days.iter().copied().partition(|(day, _)| *day >= cut);
+    if recent.is_empty() || older.is_empty() {
+        let rows = search_days(&mut tx, page, stuck, Days::All, &days).await?;
         tx.commit().await?;
         return Ok(rows);
+    }
+    let mut rows = search_days(&mut tx, page, stuck, Days::From(cut), &recent).await?;
+    if rows.len() as i64 >= page.limit {
+        let last = &rows[page.limit as usize - 1];
+        let last = (sort_value(page.sort, last), last.saga_id.as_str());
+        if !older_may_beat(&mut tx, page, cut, last).await? {
+            tx.commit().await?;
+            return Ok(rows);
+        }
+    }
+    let more = search_days(&mut tx, page, stuck, Days::Before(cut), &older).await?;
+    tx.commit().await?;
+    rows.extend(more);
+    rows.sort_by(|a, b| {
+        (sort_value(page.sort, b), &b.saga_id).cmp(&(sort_value(page.sort, a), &a.saga_id))
+    });
+    rows.truncate(page.limit.max(0) as usize);
+    Ok(rows)
+}
+
+/// How many days back from today the first round of a search reads ([`search_sagas`]).
+const RECENT_DAYS: u64 = 1;
+
+/// Which day partitions (`bucket_day`) one round of a search reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Days {
+    All,
+    From(NaiveDate),
+    Before(NaiveDate),
+}
+
+fn sort_value(sort: SortKey, row: &SagaRow) -> DateTime<Utc> {
+    match sort {
+        SortKey::StartedAt => row.started_at,
+        SortKey::UpdatedAt => row.updated_at,
+    }
+}
+
+/// Whether a saga stored before `cut` may come before `last` in the listing order (after
+/// the cursor and within the filter's bounds on the sort column): the first such saga of the
+/// order, one index probe per older day.
+async fn older_may_beat(
+    tx: &mut sqlx::PgConnection,
+    page: Page<'_>,
+    cut: NaiveDate,
+    last: (DateTime<Utc>, &str),
+) -> Result<bool, sqlx::Error> {
+    // The order's index of each older day, read from its start: one row each. Left to
+    // itself the planner sees every row of those days satisfy `bucket_day < cut` and sorts
+    // them all (450 ms at 1M sagas).
+    set_plan(&mut *tx, Plan::Walk).await?;
+    let column = page.sort.column();
+    let mut qb = QueryBuilder::new(format!(
+        "select {column}, s.saga_id from sagas s where s.bucket_day < "
+    ));
+    qb.push_bind(cut);
+    push_order_bounds(&mut qb, page);
+    qb.push(format_args!(
+        " order by {column} desc, s.saga_id desc limit 1"
+    ));
+    let first: Option<(DateTime<Utc>, String)> =
+        qb.build_query_as().fetch_optional(&mut *tx).await?;
+    Ok(first.is_some_and(|(at, id)| (at, id.as_str()) > last))
+}
+
+/// One round of [`search_sagas`]: the search over the sagas stored on `days` (whose
+/// partitions, `partitions`, size the plan choice).
+async fn search_days(
+    tx: &mut sqlx::PgConnection,
+    page: Page<'_>,
+    stuck: StuckAt<'_>,
+    days: Days,
+    partitions: &[(NaiveDate, bool)],
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    if !needs_probe(page.filter) {
+        set_plan(&mut *tx, Plan::Planner).await?;
+        return fetch(&mut *tx, search_query(page, stuck, days, None)).await;
     }
     let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
-    set_plan(&mut tx, Plan::Walk).await?;
-    let rows = fetch(&mut tx, search_query(page, stuck, Some(walk))).await?;
+    set_plan(&mut *tx, Plan::Walk).await?;
+    let rows = fetch(&mut *tx, search_query(page, stuck, days, Some(walk))).await?;
     if rows.len() as i64 >= page.limit {
-        tx.commit().await?;
         return Ok(rows);
     }
-    let sagas = stored_sagas_estimate(&mut tx).await?;
+    let sagas = stored_sagas_estimate(&mut *tx, partitions).await?;
     let plan = if collect_is_cheaper(rows.len() as i64, walk, page.limit, sagas) {
         Plan::Collect
     } else {
         Plan::Walk
     };
-    set_plan(&mut tx, plan).await?;
-    let rows = fetch(&mut tx, search_query(page, stuck, None)).await?;
-    tx.commit().await?;
-    Ok(rows)
+    set_plan(&mut *tx, plan).await?;
+    fetch(&mut *tx, search_query(page, stuck, days, None)).await
 }
 
 /// After `found` matches in a walk of `walked` rows, whether collecting every match of
@@ -250,14 +334,22 @@ fn collect_is_cheaper(found: i64, walked: i64, limit: i64, sagas: f64) -> bool {
     COLLECT_ROW_COST * density * sagas < limit as f64 / density
 }
 
-/// The planner's count of stored sagas (`reltuples`, kept by vacuum and analyze), summed
-/// over the partitions when `sagas` is partitioned.
-async fn stored_sagas_estimate(tx: &mut sqlx::PgConnection) -> Result<f64, sqlx::Error> {
+/// The planner's count of the sagas stored on these days (`reltuples` of their partitions,
+/// kept by vacuum and analyze).
+async fn stored_sagas_estimate(
+    tx: &mut sqlx::PgConnection,
+    partitions: &[(NaiveDate, bool)],
+) -> Result<f64, sqlx::Error> {
+    let names: Vec<String> = partitions
+        .iter()
+        .map(|&(day, legacy)| super::partitions::partition_name("sagas", day, legacy))
+        .collect();
     sqlx::query_scalar(
         "select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c \
-         where c.relkind = 'r' and (c.oid = 'sagas'::regclass \
-            or c.oid in (select inhrelid from pg_inherits where inhparent = 'sagas'::regclass))",
+         where c.relkind = 'r' and c.relname = any($1) \
+           and c.oid in (select inhrelid from pg_inherits where inhparent = 'sagas'::regclass)",
     )
+    .bind(names)
     .fetch_one(&mut *tx)
     .await
 }
@@ -318,26 +410,45 @@ async fn fetch(
 fn search_query<'a>(
     page: Page<'a>,
     stuck: StuckAt<'a>,
+    days: Days,
     walk: Option<i64>,
 ) -> QueryBuilder<'a, Postgres> {
     let column = page.sort.column();
     let mut qb = QueryBuilder::new("select ");
     qb.push(SAGA_COLUMNS);
+    // A bound on the partition key, in the statement itself: the plan reads only these
+    // days' partitions (pruned when planned, every plan being a custom one).
+    let push_days = |qb: &mut QueryBuilder<'a, Postgres>| match days {
+        Days::All => {}
+        Days::From(d) => {
+            qb.push(" and s.bucket_day >= ").push_bind(d);
+        }
+        Days::Before(d) => {
+            qb.push(" and s.bucket_day < ").push_bind(d);
+        }
+    };
     if let Some(walk) = walk {
-        // The limit keeps the planner from moving the filter into the walk, so the walk
+        // The walk reads the first `walk` sagas, in order, that match every condition an
+        // ordered index can serve (a status, a failed step, stuck, a step…), so a filter
+        // such as `service` + `status=FAILED` walks the failed sagas, not every saga. The
+        // limit keeps the planner from moving the unordered conditions into the walk, so it
         // reads exactly its rows of the order and no more.
         qb.push(" from (select * from sagas s where true");
+        push_days(&mut qb);
         push_order_bounds(&mut qb, page);
+        push_ordered(&mut qb, page.filter, stuck);
         qb.push(format_args!(
             " order by {column} desc, s.saga_id desc limit "
         ))
         .push_bind(walk)
         .push(") s where true");
+        push_unordered(&mut qb, page.filter);
     } else {
         qb.push(" from sagas s where true");
+        push_days(&mut qb);
         push_order_bounds(&mut qb, page);
+        push_filter(&mut qb, page.filter, stuck);
     }
-    push_filter(&mut qb, page.filter, stuck);
     qb.push(format_args!(
         " order by {column} desc, s.saga_id desc limit "
     ))
@@ -388,6 +499,16 @@ pub(crate) fn push_filter<'a>(
     filter: &'a SagaFilter,
     stuck: StuckAt<'a>,
 ) {
+    push_ordered(qb, filter, stuck);
+    push_unordered(qb, filter);
+}
+
+/// The conditions an ordered index may serve (all but [`push_unordered`]'s).
+fn push_ordered<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    filter: &'a SagaFilter,
+    stuck: StuckAt<'a>,
+) {
     if let Some(t) = &filter.saga_type {
         qb.push(" and s.saga_type = ").push_bind(t);
     }
@@ -410,21 +531,18 @@ pub(crate) fn push_filter<'a>(
         qb.push(" and s.trace_id = ").push_bind(t);
     }
     if let Some(step) = &filter.step {
-        // Served by `saga_events_step_idx (step, saga_id)`.
+        // Served by `saga_events_step_idx (step, saga_id)`. A saga's events share its day
+        // partition, so naming it lets each probe read one partition's index instead of
+        // every day's (run-time partition pruning).
         qb.push(
-            " and exists (select 1 from saga_events e where e.saga_id = s.saga_id and e.step = ",
+            " and exists (select 1 from saga_events e where e.saga_id = s.saga_id \
+             and e.bucket_day = s.bucket_day and e.step = ",
         )
         .push_bind(step)
         .push(")");
     }
     if let Some(step) = &filter.failed_step {
         qb.push(" and s.failed_step = ").push_bind(step);
-    }
-    if let Some(service) = &filter.service {
-        // Array containment, so the GIN index on `services` applies.
-        qb.push(" and s.services @> array[")
-            .push_bind(service)
-            .push("]::text[]");
     }
     if let Some(t) = filter.started_after {
         qb.push(" and s.started_at >= ").push_bind(t);
@@ -443,25 +561,73 @@ pub(crate) fn push_filter<'a>(
         qb.push(" and s.updated_at < ").push_bind(t);
         qb.push(" and s.started_at < ").push_bind(t);
     }
-    if let Some(ms) = filter.min_duration_ms {
-        qb.push(" and s.duration_ms >= ").push_bind(ms);
-    }
-    push_metadata(qb, &filter.metadata);
+    // What a stuck rule implies about the status, written outside the `coalesce` the
+    // planner cannot see into: the candidates are then read in listing order from the
+    // unfinished sagas' partial index (`sagas_open_started_idx`, whose predicate each of
+    // these implies) or the status index, instead of found among every saga's start.
     if let Some(want) = filter.stuck {
+        if want {
+            qb.push(" and ").push(OPEN_SAGA);
+        }
         qb.push(if want { " and " } else { " and not " });
         push_stuck_predicate(qb, stuck);
     }
     if let Some(reason) = filter.stuck_reason {
-        if reason == StuckReason::FailedNotCompensated {
-            // What the rule implies, outside the `coalesce` the planner cannot see into:
-            // the FAILED sagas are then read in order from `sagas_status_started_idx`
-            // instead of found among every saga's start.
-            qb.push(" and s.status = 'FAILED'");
-        }
+        qb.push(match reason {
+            StuckReason::NoProgress => " and s.status in ('STARTED', 'IN_PROGRESS')",
+            StuckReason::CompensationNotFinished => {
+                " and (s.status = 'COMPENSATING' \
+                 or (s.status = 'FAILED' and s.compensation_ended_at is null))"
+            }
+            StuckReason::FailedNotCompensated => " and s.status = 'FAILED'",
+        });
         qb.push(" and coalesce(");
         push_stuck_reason(qb, reason, stuck);
         qb.push(", false)");
     }
+}
+
+/// The predicate of `sagas_open_started_idx`: sagas that may be stuck for some reason
+/// (running, or failed with a compensation that has not finished or never began).
+const OPEN_SAGA: &str = "(s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING') \
+     or (s.status = 'FAILED' and s.compensation_ended_at is null))";
+
+/// The conditions only an unordered index serves ([`needs_probe`]).
+fn push_unordered<'a>(qb: &mut QueryBuilder<'a, Postgres>, filter: &'a SagaFilter) {
+    if let Some(service) = &filter.service {
+        qb.push(" and ");
+        push_service(qb, service.clone(), filter.saga_type.clone());
+    }
+    if let Some(ms) = filter.min_duration_ms {
+        qb.push(" and s.duration_ms >= ").push_bind(ms);
+    }
+    push_metadata(qb, &filter.metadata);
+}
+
+/// "`service` emitted one of the saga's events" over `sagas s`, in the form the GIN index
+/// `sagas_service_keys_idx` serves: with the saga's type when the filter names one (one
+/// key per type and service, so a pair no saga has is one probe), then the exact
+/// conditions, which decide (the index keys only propose candidates; see the migration
+/// `20261204000002`). The caller states the type's equality itself.
+pub(crate) fn push_service(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    service: String,
+    saga_type: Option<String>,
+) {
+    // The exact test first: the planner evaluates quals in order of cost, this one is cheap,
+    // and on a walked row it is all that runs when the row does not match.
+    qb.push("s.services @> array[")
+        .push_bind(service.clone())
+        .push("]::text[] and saga_service_keys(s.saga_type, s.services) @> array[");
+    match saga_type {
+        Some(t) => {
+            qb.push_bind(t).push(" || chr(31) || ").push_bind(service);
+        }
+        None => {
+            qb.push_bind(service);
+        }
+    }
+    qb.push("]::text[]");
 }
 
 /// The rules of [`crate::stuck::StuckPolicy::rule`] as one boolean SQL expression over
@@ -574,20 +740,28 @@ pub async fn saga_exists(pool: &PgPool, saga_id: &str) -> Result<bool, sqlx::Err
         .await
 }
 
-/// Which of `event_ids` are stored (one index probe per id, in one statement): how
-/// `saga-tracker dlq replay` tells an event this replay stored from one already present.
+/// Which of these `(saga_id, event_id)` pairs are stored (one primary-key probe per pair,
+/// in one statement): how `saga-tracker dlq replay` tells an event this replay stored from
+/// one already present. By pair, because an `eventId` is unique per saga, and because the
+/// primary key `(saga_id, event_id, bucket_day)` serves only lookups that name the saga
+/// (an `event_id` alone was a scan of every stored event).
 pub async fn stored_event_ids(
     pool: &PgPool,
-    event_ids: &[String],
-) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    if event_ids.is_empty() {
+    events: &[(String, String)],
+) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    if events.is_empty() {
         return Ok(Default::default());
     }
-    let found: Vec<String> =
-        sqlx::query_scalar("select event_id from saga_events where event_id = any($1)")
-            .bind(event_ids)
-            .fetch_all(pool)
-            .await?;
+    let (sagas, ids): (Vec<&str>, Vec<&str>) =
+        events.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "select e.saga_id, e.event_id from unnest($1::text[], $2::text[]) as w(saga_id, event_id) \
+         join saga_events e on e.saga_id = w.saga_id and e.event_id = w.event_id",
+    )
+    .bind(sagas)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
     Ok(found.into_iter().collect())
 }
 
@@ -623,8 +797,11 @@ pub async fn saga_with_events(
         return Ok(None);
     };
     let events = sqlx::query_as::<_, StoredEvent>(&format!(
+        // The saga's day partition, read first, prunes the other days' partitions at
+        // execution start instead of probing each one's primary key.
         "select {EVENT_COLUMNS}, ingested_at, tracker_trace_id from saga_events \
          where saga_id = $1 \
+         and bucket_day = (select bucket_day from sagas where saga_id = $1) \
          order by sequence asc nulls first, occurred_at asc, event_id asc"
     ))
     .bind(saga_id)
@@ -659,7 +836,7 @@ mod tests {
     fn an_empty_filter_lists_everything_in_keyset_order() {
         let f = SagaFilter::default();
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
+        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
         assert!(
             sql.ends_with(
                 "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
@@ -691,7 +868,7 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 10), at(&p), None).into_sql();
+        let sql = search_query(page(&f, Some(&k), 10), at(&p), Days::All, None).into_sql();
         assert!(!sql.contains("drop table"), "{sql}");
         assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
         assert!(sql.contains("s.status = any($4)"), "{sql}");
@@ -723,7 +900,7 @@ mod tests {
             sort: SortKey::UpdatedAt,
             ..page(&f, Some(&k), 10)
         };
-        let sql = search_query(q, at(&p), None).into_sql();
+        let sql = search_query(q, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("coalesce((s.status in ('STARTED', 'IN_PROGRESS')"),
             "{sql}"
@@ -745,7 +922,7 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
+        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = $1 order by"),
             "{sql}"
@@ -759,7 +936,7 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), None).into_sql();
+        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = 'FAILED' and coalesce((s.status = 'FAILED'"),
             "{sql}"
@@ -781,20 +958,78 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 51), at(&p), Some(4000)).into_sql();
+        let sql = search_query(page(&f, Some(&k), 51), at(&p), Days::All, Some(4000)).into_sql();
+        // The ordered conditions (here the time bounds) inside the walk, the service outside.
         assert!(
             sql.contains(
                 "from (select * from sagas s where true and (s.started_at, s.saga_id) < ($1, $2) \
                  and s.started_at >= $3 and s.started_at < $4 \
-                 order by s.started_at desc, s.saga_id desc limit $5) s where true"
+                 and s.started_at >= $5 and s.updated_at < $6 and s.started_at < $7 \
+                 order by s.started_at desc, s.saga_id desc limit $8) s where true \
+                 and s.services @> array[$9]::text[] \
+                 and saga_service_keys(s.saga_type, s.services) @> array[$10]::text[] \
+                 order by s.started_at desc, s.saga_id desc limit $11"
             ),
             "{sql}"
         );
-        assert!(sql.contains("s.services @> array[$6]::text[]"), "{sql}");
+    }
+
+    #[test]
+    fn a_type_with_a_service_asks_the_index_for_their_pair() {
+        let f = SagaFilter {
+            saga_type: Some("ORDER".into()),
+            service: Some("fraud".into()),
+            ..SagaFilter::default()
+        };
+        let p = StuckPolicy::default();
+        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
         assert!(
-            sql.ends_with("order by s.started_at desc, s.saga_id desc limit $10"),
+            sql.contains(
+                "s.saga_type = $1 and s.services @> array[$2]::text[] \
+                 and saga_service_keys(s.saga_type, s.services) @> array[$3 || chr(31) || $4]::text[]"
+            ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn stuck_searches_state_the_statuses_their_rules_imply() {
+        let p = StuckPolicy::default();
+        for (filter, implied) in [
+            (
+                SagaFilter {
+                    stuck: Some(true),
+                    ..SagaFilter::default()
+                },
+                format!(" and {OPEN_SAGA} and coalesce("),
+            ),
+            (
+                SagaFilter {
+                    stuck_reason: Some(StuckReason::NoProgress),
+                    ..SagaFilter::default()
+                },
+                " and s.status in ('STARTED', 'IN_PROGRESS') and coalesce(".to_owned(),
+            ),
+            (
+                SagaFilter {
+                    stuck_reason: Some(StuckReason::CompensationNotFinished),
+                    ..SagaFilter::default()
+                },
+                " and (s.status = 'COMPENSATING' or (s.status = 'FAILED' \
+                 and s.compensation_ended_at is null)) and coalesce("
+                    .to_owned(),
+            ),
+        ] {
+            let sql = search_query(page(&filter, None, 51), at(&p), Days::All, None).into_sql();
+            assert!(sql.contains(&implied), "{sql}");
+        }
+        // Not stuck implies nothing.
+        let f = SagaFilter {
+            stuck: Some(false),
+            ..SagaFilter::default()
+        };
+        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        assert!(sql.contains("where true and not coalesce("), "{sql}");
     }
 
     #[test]

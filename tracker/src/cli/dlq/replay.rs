@@ -201,9 +201,9 @@ pub async fn run(args: ReplayArgs, settings: Settings, out: Output) -> anyhow::R
         .iter()
         .map(|r| Verdict::of(r, now, &judge))
         .collect();
-    let event_ids: Vec<String> = verdicts
+    let event_ids: Vec<(String, String)> = verdicts
         .iter()
-        .filter_map(|v| v.event_id().map(str::to_owned))
+        .filter_map(|v| v.identity().map(|(s, e)| (s.to_owned(), e.to_owned())))
         .collect();
     let pool = store::connect_lazy(&settings.database)?;
     let present = match store_check(&settings, &pool, &event_ids).await {
@@ -220,13 +220,16 @@ pub async fn run(args: ReplayArgs, settings: Settings, out: Output) -> anyhow::R
         }
     };
 
-    let mut first_of: HashMap<String, String> = HashMap::new();
+    let mut first_of: HashMap<(String, String), String> = HashMap::new();
     let mut items: Vec<Item> = Vec::with_capacity(records.len());
     // Indices of the items that are sent.
     let mut to_send: Vec<usize> = Vec::new();
     for (i, (rec, verdict)) in records.iter().zip(&verdicts).enumerate() {
         let from = rec.source();
-        let already = verdict.event_id().and_then(|id| {
+        let identity = verdict
+            .identity()
+            .map(|(s, e)| (s.to_owned(), e.to_owned()));
+        let already = identity.as_ref().and_then(|id| {
             if present.as_ref().is_some_and(|p| p.contains(id)) {
                 return Some("already stored".to_owned());
             }
@@ -234,10 +237,8 @@ pub async fn run(args: ReplayArgs, settings: Settings, out: Output) -> anyhow::R
                 .get(id)
                 .map(|first| format!("same event as {first}"))
         });
-        if let Some(id) = verdict.event_id() {
-            first_of
-                .entry(id.to_owned())
-                .or_insert_with(|| from.clone());
+        if let Some(id) = identity {
+            first_of.entry(id).or_insert_with(|| from.clone());
         }
         let expected = expectation(rec, verdict, present.is_some());
         let outcome = match (&already, verdict) {
@@ -307,8 +308,8 @@ pub async fn run(args: ReplayArgs, settings: Settings, out: Output) -> anyhow::R
 async fn store_check(
     settings: &Settings,
     pool: &sqlx::PgPool,
-    event_ids: &[String],
-) -> anyhow::Result<HashSet<String>> {
+    event_ids: &[(String, String)],
+) -> anyhow::Result<HashSet<(String, String)>> {
     if let store::ConnectCheck::Unreachable(why) =
         store::check_connection(&settings.database).await?
     {
@@ -545,10 +546,14 @@ async fn confirm(
                 }
             }
         }
-        let ids: Vec<String> = pending
+        let ids: Vec<(String, String)> = pending
             .iter()
             .filter(|&&i| matches!(items[i].outcome, Outcome::Unconfirmed { .. }))
-            .filter_map(|&i| verdicts[i].event_id().map(str::to_owned))
+            .filter_map(|&i| {
+                verdicts[i]
+                    .identity()
+                    .map(|(s, e)| (s.to_owned(), e.to_owned()))
+            })
             .collect();
         if !ids.is_empty() {
             if let Ok(Ok(stored)) = tokio::time::timeout(
@@ -558,7 +563,9 @@ async fn confirm(
             .await
             {
                 for &i in &pending {
-                    if verdicts[i].event_id().is_some_and(|id| stored.contains(id))
+                    if verdicts[i]
+                        .identity()
+                        .is_some_and(|(s, e)| stored.contains(&(s.to_owned(), e.to_owned())))
                         && matches!(items[i].outcome, Outcome::Unconfirmed { .. })
                     {
                         items[i].outcome = Outcome::Stored;

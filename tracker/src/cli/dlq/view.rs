@@ -98,9 +98,13 @@ impl Verdict {
         }
     }
 
-    pub fn event_id(&self) -> Option<&str> {
+    /// What names a valid event in the store: its saga and its `eventId` (ids are unique
+    /// per saga, so the pair is the identity).
+    pub fn identity(&self) -> Option<(&str, &str)> {
         match self {
-            Self::Valid { event_id, .. } => Some(event_id),
+            Self::Valid {
+                event_id, saga_id, ..
+            } => Some((saga_id, event_id)),
             Self::Invalid { .. } => None,
         }
     }
