@@ -224,11 +224,12 @@ pub async fn search_sagas(
     let cut = stuck.now.date_naive() - chrono::Days::new(RECENT_DAYS);
     let (recent, older): (Vec<_>, Vec<_>) = days.iter().copied().partition(|(day, _)| *day >= cut);
     if recent.is_empty() || older.is_empty() {
-        let rows = search_days(&mut tx, page, stuck, Days::All, &days).await?;
+        let (rows, _) = search_days(&mut tx, page, stuck, Days::All, &days, None).await?;
         tx.commit().await?;
         return Ok(rows);
     }
-    let mut rows = search_days(&mut tx, page, stuck, Days::From(cut), &recent).await?;
+    let (mut rows, walked) =
+        search_days(&mut tx, page, stuck, Days::From(cut), &recent, None).await?;
     if rows.len() as i64 >= page.limit {
         let last = &rows[page.limit as usize - 1];
         let last = (sort_value(page.sort, last), last.saga_id.as_str());
@@ -237,7 +238,10 @@ pub async fn search_sagas(
             return Ok(rows);
         }
     }
-    let more = search_days(&mut tx, page, stuck, Days::Before(cut), &older).await?;
+    // The older days' plan is chosen from what the first round's walk found: a second
+    // bounded walk there would cost a statement (planned over every older day) to learn
+    // about the same.
+    let (more, _) = search_days(&mut tx, page, stuck, Days::Before(cut), &older, walked).await?;
     tx.commit().await?;
     rows.extend(more);
     rows.sort_by(|a, b| {
@@ -292,33 +296,47 @@ async fn older_may_beat(
     Ok(first.is_some_and(|(at, id)| (at, id.as_str()) > last))
 }
 
+/// What a bounded walk found: `(matches, rows walked)`.
+type Walked = Option<(i64, i64)>;
+
 /// One round of [`search_sagas`]: the search over the sagas stored on `days` (whose
-/// partitions, `partitions`, size the plan choice).
+/// partitions, `partitions`, size the plan choice). A filter that needs a probe walks first,
+/// unless `walked` already says what a walk finds; returns what its walk found.
 async fn search_days(
     tx: &mut sqlx::PgConnection,
     page: Page<'_>,
     stuck: StuckAt<'_>,
     days: Days,
     partitions: &[(NaiveDate, bool)],
-) -> Result<Vec<SagaRow>, sqlx::Error> {
+    walked: Walked,
+) -> Result<(Vec<SagaRow>, Walked), sqlx::Error> {
     if !needs_probe(page.filter) {
         set_plan(&mut *tx, Plan::Planner).await?;
-        return fetch(&mut *tx, search_query(page, stuck, days, None)).await;
+        let rows = fetch(&mut *tx, search_query(page, stuck, days, None)).await?;
+        return Ok((rows, None));
     }
-    let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
-    set_plan(&mut *tx, Plan::Walk).await?;
-    let rows = fetch(&mut *tx, search_query(page, stuck, days, Some(walk))).await?;
-    if rows.len() as i64 >= page.limit {
-        return Ok(rows);
-    }
+    let (found, walk) = match walked {
+        Some(w) => w,
+        None => {
+            let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
+            set_plan(&mut *tx, Plan::Walk).await?;
+            let rows = fetch(&mut *tx, search_query(page, stuck, days, Some(walk))).await?;
+            let found = rows.len() as i64;
+            if found >= page.limit {
+                return Ok((rows, Some((found, walk))));
+            }
+            (found, walk)
+        }
+    };
     let sagas = stored_sagas_estimate(&mut *tx, partitions).await?;
-    let plan = if collect_is_cheaper(rows.len() as i64, walk, page.limit, sagas) {
+    let plan = if collect_is_cheaper(found, walk, page.limit, sagas) {
         Plan::Collect
     } else {
         Plan::Walk
     };
     set_plan(&mut *tx, plan).await?;
-    fetch(&mut *tx, search_query(page, stuck, days, None)).await
+    let rows = fetch(&mut *tx, search_query(page, stuck, days, None)).await?;
+    Ok((rows, Some((found, walk))))
 }
 
 /// After `found` matches in a walk of `walked` rows, whether collecting every match of
