@@ -931,6 +931,21 @@ async fn a_search_across_day_partitions_pages_in_the_exact_order() {
                 },
                 "status = 'IN_PROGRESS'",
             ),
+            (
+                SagaFilter {
+                    min_duration_ms: Some(30_000),
+                    ..SagaFilter::default()
+                },
+                "duration_ms >= 30000",
+            ),
+            (
+                SagaFilter {
+                    step: Some("SHIP".into()),
+                    min_duration_ms: Some(20_000),
+                    ..SagaFilter::default()
+                },
+                "status = 'COMPLETED' and duration_ms >= 20000",
+            ),
         ] {
             let want: Vec<String> = sqlx::query_scalar(&format!(
                 "select saga_id from sagas where {condition} order by {column} desc, saga_id desc"

@@ -329,7 +329,21 @@ async fn search_days(
         }
     };
     let sagas = stored_sagas_estimate(&mut *tx, partitions).await?;
-    let plan = if collect_is_cheaper(found, walk, page.limit, sagas) {
+    let plan = if found == 0 && only_duration(page.filter) {
+        // A walk that found no finished saga long enough may have read only the newest
+        // sagas, still running (at a hundred sagas a second lasting half a minute, the first
+        // 3,000 of the order have no duration yet), so it says nothing of how many there
+        // are; collecting them could mean most of the table. The planner's estimate for a
+        // range of `duration_ms` is good (a custom plan reads the column's histogram): few
+        // are collected, many are walked to.
+        set_plan(&mut *tx, Plan::Collect).await?;
+        let estimate = estimated_rows(&mut *tx, page, stuck, days).await?;
+        if estimate <= (walk as f64) * 4.0 {
+            Plan::Collect
+        } else {
+            Plan::Walk
+        }
+    } else if collect_is_cheaper(found, walk, page.limit, sagas) {
         Plan::Collect
     } else {
         Plan::Walk
@@ -381,6 +395,11 @@ fn needs_probe(filter: &SagaFilter) -> bool {
     unordered && filter.business_key.is_none() && filter.trace_id.is_none()
 }
 
+/// Whether `minDurationMs` is the filter's only condition served without order.
+fn only_duration(filter: &SagaFilter) -> bool {
+    filter.min_duration_ms.is_some() && filter.service.is_none() && filter.metadata.is_empty()
+}
+
 /// The plans a search statement may take, set for the rest of the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
@@ -415,6 +434,39 @@ async fn set_plan(tx: &mut sqlx::PgConnection, plan: Plan) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// The planner's estimate of the rows the scans of the search statement produce before its
+/// sort and limit: the largest `Plan Rows` of its plan (planned, not run).
+async fn estimated_rows(
+    conn: &mut sqlx::PgConnection,
+    page: Page<'_>,
+    stuck: StuckAt<'_>,
+    days: Days,
+) -> Result<f64, sqlx::Error> {
+    let mut qb = search_query_from(
+        QueryBuilder::new("explain (format json) select "),
+        page,
+        stuck,
+        days,
+        None,
+    );
+    let plan: sqlx::types::Json<Value> = qb.build_query_scalar().fetch_one(&mut *conn).await?;
+    Ok(max_plan_rows(&plan.0))
+}
+
+fn max_plan_rows(node: &Value) -> f64 {
+    let here = node.get("Plan Rows").and_then(Value::as_f64).unwrap_or(0.0);
+    let children = match node {
+        Value::Array(items) => items.iter().map(max_plan_rows).fold(0.0, f64::max),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() == "Plan" || k.as_str() == "Plans")
+            .map(|(_, v)| max_plan_rows(v))
+            .fold(0.0, f64::max),
+        _ => 0.0,
+    };
+    here.max(children)
+}
+
 async fn fetch(
     conn: &mut sqlx::PgConnection,
     mut qb: QueryBuilder<'_, Postgres>,
@@ -431,8 +483,18 @@ fn search_query<'a>(
     days: Days,
     walk: Option<i64>,
 ) -> QueryBuilder<'a, Postgres> {
+    search_query_from(QueryBuilder::new("select "), page, stuck, days, walk)
+}
+
+/// [`search_query`] after `qb`'s text (`select `, or `explain … select `).
+fn search_query_from<'a>(
+    mut qb: QueryBuilder<'a, Postgres>,
+    page: Page<'a>,
+    stuck: StuckAt<'a>,
+    days: Days,
+    walk: Option<i64>,
+) -> QueryBuilder<'a, Postgres> {
     let column = page.sort.column();
-    let mut qb = QueryBuilder::new("select ");
     qb.push(SAGA_COLUMNS);
     // A bound on the partition key, in the statement itself: the plan reads only these
     // days' partitions (pruned when planned, every plan being a custom one).
@@ -548,17 +610,6 @@ fn push_ordered<'a>(
     if let Some(t) = &filter.trace_id {
         qb.push(" and s.trace_id = ").push_bind(t);
     }
-    if let Some(step) = &filter.step {
-        // Served by `saga_events_step_idx (step, saga_id)`. A saga's events share its day
-        // partition, so naming it lets each probe read one partition's index instead of
-        // every day's (run-time partition pruning).
-        qb.push(
-            " and exists (select 1 from saga_events e where e.saga_id = s.saga_id \
-             and e.bucket_day = s.bucket_day and e.step = ",
-        )
-        .push_bind(step)
-        .push(")");
-    }
     if let Some(step) = &filter.failed_step {
         qb.push(" and s.failed_step = ").push_bind(step);
     }
@@ -610,8 +661,21 @@ fn push_ordered<'a>(
 const OPEN_SAGA: &str = "(s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING') \
      or (s.status = 'FAILED' and s.compensation_ended_at is null))";
 
-/// The conditions only an unordered index serves ([`needs_probe`]).
+/// The conditions only an unordered index serves ([`needs_probe`]), and `step`, a probe of
+/// the saga's events per row: outside a walk it runs only for the rows the other conditions
+/// keep, instead of making the walk itself read far down the order.
 fn push_unordered<'a>(qb: &mut QueryBuilder<'a, Postgres>, filter: &'a SagaFilter) {
+    if let Some(step) = &filter.step {
+        // Served by `saga_events_step_idx (step, saga_id)`. A saga's events share its day
+        // partition, so naming it lets each probe read one partition's index instead of
+        // every day's (run-time partition pruning).
+        qb.push(
+            " and exists (select 1 from saga_events e where e.saga_id = s.saga_id \
+             and e.bucket_day = s.bucket_day and e.step = ",
+        )
+        .push_bind(step)
+        .push(")");
+    }
     if let Some(service) = &filter.service {
         qb.push(" and ");
         push_service(qb, service.clone(), filter.saga_type.clone());
