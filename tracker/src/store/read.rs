@@ -879,25 +879,32 @@ pub async fn saga_with_events(
     sqlx::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
-    let saga = sqlx::query_as::<_, SagaRow>(&format!(
-        "select {SAGA_COLUMNS} from sagas where saga_id = $1"
+    #[derive(sqlx::FromRow)]
+    struct WithDay {
+        #[sqlx(flatten)]
+        saga: SagaRow,
+        bucket_day: NaiveDate,
+    }
+    let saga = sqlx::query_as::<_, WithDay>(&format!(
+        "select {SAGA_COLUMNS}, bucket_day from sagas where saga_id = $1"
     ))
     .bind(saga_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(saga) = saga else {
+    let Some(WithDay { saga, bucket_day }) = saga else {
         tx.rollback().await?;
         return Ok(None);
     };
     let events = sqlx::query_as::<_, StoredEvent>(&format!(
-        // The saga's day partition, read first, prunes the other days' partitions at
-        // execution start instead of probing each one's primary key.
+        // The saga's day, as a value: the plan reads that day's partition alone, and
+        // planning it does not consider the other days' (8 ms of planning at 35 days when
+        // the day was a sub-select).
         "select {EVENT_COLUMNS}, ingested_at, tracker_trace_id from saga_events \
-         where saga_id = $1 \
-         and bucket_day = (select bucket_day from sagas where saga_id = $1) \
+         where saga_id = $1 and bucket_day = $2 \
          order by sequence asc nulls first, occurred_at asc, event_id asc"
     ))
     .bind(saga_id)
+    .bind(bucket_day)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
