@@ -836,7 +836,7 @@ async fn search_all(
     sort: saga_tracker::store::read::SortKey,
     limit: i64,
 ) -> Vec<String> {
-    use saga_tracker::store::read::{search_sagas, Keyset, Page, SortKey, StuckAt};
+    use saga_tracker::store::read::{search_sagas, Keyset, Page, StuckAt};
     let policy = saga_tracker::stuck::StuckPolicy::default();
     let at = StuckAt {
         policy: &policy,
@@ -863,10 +863,7 @@ async fn search_all(
         };
         after = Some(Keyset {
             sort,
-            at: match sort {
-                SortKey::StartedAt => last.started_at,
-                SortKey::UpdatedAt => last.updated_at,
-            },
+            at: sort.value_of(last),
             saga_id: last.saga_id.clone(),
         });
         out.extend(rows.into_iter().map(|r| r.saga_id));

@@ -370,10 +370,7 @@ pub async fn search_page(
 pub fn keyset_after(sort: SortKey, row: &SagaRow) -> Keyset {
     Keyset {
         sort,
-        at: match sort {
-            SortKey::StartedAt => row.started_at,
-            SortKey::UpdatedAt => row.updated_at,
-        },
+        at: sort.value_of(row),
         saga_id: row.saga_id.clone(),
     }
 }

@@ -100,6 +100,14 @@ impl SortKey {
             .find(|k| k.as_str() == s)
     }
 
+    /// The row's value of the sort column.
+    pub fn value_of(self, row: &SagaRow) -> DateTime<Utc> {
+        match self {
+            SortKey::StartedAt => row.started_at,
+            SortKey::UpdatedAt => row.updated_at,
+        }
+    }
+
     fn column(self) -> &'static str {
         match self {
             SortKey::StartedAt => "s.started_at",
@@ -232,7 +240,7 @@ pub async fn search_sagas(
         search_days(&mut tx, page, stuck, Days::From(cut), &recent, None).await?;
     if rows.len() as i64 >= page.limit {
         let last = &rows[page.limit as usize - 1];
-        let last = (sort_value(page.sort, last), last.saga_id.as_str());
+        let last = (page.sort.value_of(last), last.saga_id.as_str());
         if !older_may_beat(&mut tx, page, cut, last).await? {
             tx.commit().await?;
             return Ok(rows);
@@ -245,7 +253,7 @@ pub async fn search_sagas(
     tx.commit().await?;
     rows.extend(more);
     rows.sort_by(|a, b| {
-        (sort_value(page.sort, b), &b.saga_id).cmp(&(sort_value(page.sort, a), &a.saga_id))
+        (page.sort.value_of(b), &b.saga_id).cmp(&(page.sort.value_of(a), &a.saga_id))
     });
     rows.truncate(page.limit.max(0) as usize);
     Ok(rows)
@@ -260,13 +268,6 @@ enum Days {
     All,
     From(NaiveDate),
     Before(NaiveDate),
-}
-
-fn sort_value(sort: SortKey, row: &SagaRow) -> DateTime<Utc> {
-    match sort {
-        SortKey::StartedAt => row.started_at,
-        SortKey::UpdatedAt => row.updated_at,
-    }
 }
 
 /// Whether a saga stored before `cut` may come before `last` in the listing order (after
@@ -328,7 +329,6 @@ async fn search_days(
             (found, walk)
         }
     };
-    let sagas = stored_sagas_estimate(&mut *tx, partitions).await?;
     let plan = if found == 0 && only_duration(page.filter) {
         // A walk that found no finished saga long enough may have read only the newest
         // sagas, still running (at a hundred sagas a second lasting half a minute, the first
@@ -347,7 +347,12 @@ async fn search_days(
         } else {
             Plan::Collect
         }
-    } else if collect_is_cheaper(found, walk, page.limit, sagas) {
+    } else if collect_is_cheaper(
+        found,
+        walk,
+        page.limit,
+        stored_sagas_estimate(&mut *tx, partitions).await?,
+    ) {
         Plan::Collect
     } else {
         Plan::Walk
@@ -520,7 +525,7 @@ fn search_query_from<'a>(
     };
     if let Some(walk) = walk {
         // The walk reads the first `walk` sagas, in order, that match every condition an
-        // ordered index can serve (a status, a failed step, stuck, a step…), so a filter
+        // ordered index can serve (a status, a failed step, stuck, a time range), so a filter
         // such as `service` + `status=FAILED` walks the failed sagas, not every saga. The
         // limit keeps the planner from moving the unordered conditions into the walk, so it
         // reads exactly its rows of the order and no more.
