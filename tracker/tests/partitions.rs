@@ -564,6 +564,68 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
     assert_rollups_equal_rebuild(&pool2, "after a refold").await;
 }
 
+/// A running saga's row is rewritten by every batch with one of its events. None of the
+/// values those batches change is indexed, so the rewrites are heap-only (no index entry
+/// each; migration `20261207000001`), and the saga is `settled` — listed by
+/// `sagas_settled_idx` — only once it ends, at its last event's time.
+#[tokio::test]
+async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
+    let (db, pool) = migrated_test_db("partitions_hot").await;
+    let start = Utc::now() - Duration::minutes(10);
+    let mut s = Saga::new("long", "ORDER");
+    for n in 0..12 {
+        let status = if n % 2 == 0 {
+            StepStatus::Started
+        } else {
+            StepStatus::Succeeded
+        };
+        let last = (n == 11).then_some(SagaStatus::Completed);
+        let step = format!("STEP_{}", n / 2);
+        s = s.ev(&step, status, start + Duration::seconds(n), "svc", last);
+    }
+    let settled = |pool: PgPool| async move {
+        sqlx::query_as::<_, (Option<DateTime<Utc>>, DateTime<Utc>)>(
+            "select settled_at, updated_at from sagas where saga_id = 'long'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("row")
+    };
+    let batches: Vec<&[IncomingEvent]> = s.events.chunks(2).collect();
+    for (i, chunk) in batches.iter().enumerate() {
+        write_on(&pool, chunk, today()).await;
+        let (settled_at, updated_at) = settled(pool.clone()).await;
+        if i + 1 < batches.len() {
+            assert_eq!(settled_at, None, "running after batch {i}");
+        } else {
+            assert_eq!(settled_at, Some(updated_at), "settled at its last event");
+        }
+    }
+    // A backend reports its table statistics when it ends: close the pool, then read them.
+    pool.close().await;
+    let pool = PgPool::connect_with(server_options().database(&db.name))
+        .await
+        .expect("reconnect");
+    let partition = partitions::partition_name("sagas", today(), false);
+    let mut counts = (0, 0);
+    for _ in 0..50 {
+        counts = sqlx::query_as::<_, (i64, i64)>(
+            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = $1",
+        )
+        .bind(&partition)
+        .fetch_one(&pool)
+        .await
+        .expect("table statistics");
+        if counts.0 >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Six batches: an insert, four rewrites mid-saga, and the end, which changes the status
+    // and the end time (indexed) and so cannot be heap-only.
+    assert_eq!(counts, (5, 4), "(updates, heap-only updates) of {partition}");
+}
+
 /// Events known to be new (after the saga's folded events) are stored without the duplicate
 /// check; an `eventId` reused with a later time looks new by that rule, so the primary key
 /// refuses it and the batch is written again checked: stored once, counted as a duplicate,
@@ -908,6 +970,9 @@ async fn a_search_across_day_partitions_pages_in_the_exact_order() {
     )
     .await;
 
+    // Running and finished sagas of the last four days, and the saga whose clock ran ahead.
+    let recent = now - Duration::days(4);
+    let recent_sql = format!("updated_at >= '{}'", recent.to_rfc3339());
     for (sort, column) in [
         (SortKey::StartedAt, "started_at"),
         (SortKey::UpdatedAt, "updated_at"),
@@ -927,6 +992,20 @@ async fn a_search_across_day_partitions_pages_in_the_exact_order() {
                     ..SagaFilter::default()
                 },
                 "status = 'IN_PROGRESS'",
+            ),
+            (
+                SagaFilter {
+                    statuses: vec!["IN_PROGRESS".into(), "COMPLETED".into()],
+                    ..SagaFilter::default()
+                },
+                "status in ('IN_PROGRESS', 'COMPLETED')",
+            ),
+            (
+                SagaFilter {
+                    updated_after: Some(recent),
+                    ..SagaFilter::default()
+                },
+                recent_sql.as_str(),
             ),
             (
                 SagaFilter {

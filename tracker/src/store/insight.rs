@@ -596,9 +596,9 @@ pub struct GaugeCounts {
 
 /// Active and stuck counts per saga type at `now`.
 ///
-/// Two index-backed scans: the running sagas (partial index `sagas_active_updated_idx`) and
-/// the failed sagas whose compensation has not finished (`sagas_failed_open_idx`). Finished
-/// sagas, which are nearly all rows, are never read.
+/// Two index-backed scans: the running sagas (partial index `sagas_open_started_idx`, whose
+/// predicate their statuses imply) and the failed sagas whose compensation has not finished
+/// (`sagas_failed_open_idx`). Finished sagas, which are nearly all rows, are never read.
 pub async fn gauge_counts(
     pool: &PgPool,
     policy: &StuckPolicy,
@@ -618,7 +618,7 @@ pub async fn gauge_counts(
     qb.push("), count(*) filter (where ");
     push_stuck_reason(&mut qb, StuckReason::CompensationNotFinished, at);
     qb.push(
-        ") from sagas s where s.status not in ('COMPLETED', 'COMPENSATED', 'FAILED') \
+        ") from sagas s where s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING') \
          group by s.saga_type",
     );
     let running: Vec<(String, i64, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;

@@ -96,8 +96,16 @@ pub async fn ensure(pool: &PgPool, today: NaiveDate) -> Result<Vec<NaiveDate>, s
         let next = day + Days::new(1);
         for table in TABLES {
             let name = partition_name(table, day, false);
+            // Saga rows are updated in place by every batch of a running saga: room on
+            // their pages keeps those updates heap-only (migration `20261207000001`).
+            let storage = if table == "sagas" {
+                " with (fillfactor = 80)"
+            } else {
+                ""
+            };
             sqlx::query(&format!(
-                "create table {name} (like {table} including defaults including constraints)"
+                "create table {name} (like {table} including defaults including constraints \
+                 including generated){storage}"
             ))
             .execute(&mut *tx)
             .await?;
@@ -228,7 +236,7 @@ pub async fn retire_day(
     .execute(&mut *tx)
     .await?;
     let columns = |table: &str| {
-        format!("(select string_agg(quote_ident(attname), ', ' order by attnum) from pg_attribute where attrelid = '{table}'::regclass and attnum > 0 and not attisdropped and attname <> 'bucket_day')")
+        format!("(select string_agg(quote_ident(attname), ', ' order by attnum) from pg_attribute where attrelid = '{table}'::regclass and attnum > 0 and not attisdropped and attgenerated = '' and attname <> 'bucket_day')")
     };
     let (saga_cols, event_cols): (String, String) = sqlx::query_as(&format!(
         "select {}, {}",

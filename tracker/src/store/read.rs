@@ -108,10 +108,74 @@ impl SortKey {
         }
     }
 
+    /// The index orders whose statements together list this order: `updated_at` has no
+    /// index of its own (so that a running saga's row, rewritten by each of its events, is
+    /// updated heap-only: migration `20261207000001`), and is read as the finished sagas
+    /// (`settled_at`, their `updated_at`) and the running ones, merged. A filter's statuses
+    /// leave out a part none of whose sagas could match.
+    fn orders(self, filter: &SagaFilter) -> &'static [Order] {
+        match self {
+            SortKey::StartedAt => &[Order::Started],
+            SortKey::UpdatedAt => {
+                let running = |status: &str| RUNNING_STATUSES.contains(&status);
+                let only = |f: &dyn Fn(&str) -> bool| {
+                    !filter.statuses.is_empty() && filter.statuses.iter().all(|s| f(s))
+                };
+                let only_running = only(&running)
+                    || filter.stuck_reason == Some(StuckReason::NoProgress);
+                let only_settled = only(&|s| !running(s))
+                    || filter.stuck_reason == Some(StuckReason::FailedNotCompensated);
+                match (only_running, only_settled) {
+                    (true, _) => &[Order::Running],
+                    (_, true) => &[Order::Settled],
+                    _ => &[Order::Settled, Order::Running],
+                }
+            }
+        }
+    }
+}
+
+/// The statuses of a saga still running (no `settled_at`); every other status is final
+/// until another event says otherwise.
+const RUNNING_STATUSES: [&str; 3] = ["STARTED", "IN_PROGRESS", "COMPENSATING"];
+
+/// [`RUNNING_STATUSES`] as a condition over `sagas s` (a literal, for `concat!`).
+macro_rules! running_saga {
+    () => {
+        "s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING')"
+    };
+}
+
+/// The sagas one search statement reads, in the order of one column (descending, then
+/// `saga_id` descending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Every saga by `started_at` (`sagas_started_idx` and the indexes ending like it).
+    Started,
+    /// The finished sagas by `settled_at`, equal to their `updated_at`
+    /// (`sagas_settled_idx`).
+    Settled,
+    /// The running sagas by `updated_at`: no index has that order; they are collected
+    /// (`sagas_open_started_idx`, the status indexes) and sorted, being only those in flight.
+    Running,
+}
+
+impl Order {
     fn column(self) -> &'static str {
         match self {
-            SortKey::StartedAt => "s.started_at",
-            SortKey::UpdatedAt => "s.updated_at",
+            Order::Started => "s.started_at",
+            Order::Settled => "s.settled_at",
+            Order::Running => "s.updated_at",
+        }
+    }
+
+    /// The condition that keeps this order's sagas, in the form its index's predicate
+    /// implies.
+    fn rows(self) -> &'static str {
+        match self {
+            Order::Started => "",
+            Order::Settled => " and s.settled_at is not null",
+            Order::Running => concat!(" and ", running_saga!()),
         }
     }
 }
@@ -229,33 +293,66 @@ pub async fn search_sagas(
         sqlx::query_as("select day, legacy from storage_partitions order by day desc")
             .fetch_all(&mut *tx)
             .await?;
+    let orders = page.sort.orders(page.filter);
+    let mut rows = Vec::new();
+    for &order in orders {
+        let part = match order {
+            // The running sagas are few, wherever they are stored: one statement.
+            Order::Running => {
+                set_plan(&mut tx, Plan::Indexed).await?;
+                fetch(&mut tx, search_query(page, order, stuck, Days::All, None)).await?
+            }
+            _ => search_order(&mut tx, page, order, stuck, &days).await?,
+        };
+        rows.extend(part);
+    }
+    tx.commit().await?;
+    if orders.len() > 1 {
+        merge_pages(&mut rows, page);
+    }
+    Ok(rows)
+}
+
+/// Sorts rows found by several statements into the listing order and keeps the first page.
+fn merge_pages(rows: &mut Vec<SagaRow>, page: Page<'_>) {
+    rows.sort_by(|a, b| {
+        (page.sort.value_of(b), &b.saga_id).cmp(&(page.sort.value_of(a), &a.saga_id))
+    });
+    rows.truncate(page.limit.max(0) as usize);
+}
+
+/// The search over the sagas of one index order ([`Order::Started`] or
+/// [`Order::Settled`]), in two rounds: the recent days, then the older ones only if one of
+/// their sagas could come before the first round's last row.
+async fn search_order(
+    tx: &mut sqlx::PgConnection,
+    page: Page<'_>,
+    order: Order,
+    stuck: StuckAt<'_>,
+    days: &[(NaiveDate, bool)],
+) -> Result<Vec<SagaRow>, sqlx::Error> {
     let cut = stuck.now.date_naive() - chrono::Days::new(RECENT_DAYS);
     let (recent, older): (Vec<_>, Vec<_>) = days.iter().copied().partition(|(day, _)| *day >= cut);
     if recent.is_empty() || older.is_empty() {
-        let (rows, _) = search_days(&mut tx, page, stuck, Days::All, &days, None).await?;
-        tx.commit().await?;
+        let (rows, _) = search_days(tx, page, order, stuck, Days::All, days, None).await?;
         return Ok(rows);
     }
     let (mut rows, walked) =
-        search_days(&mut tx, page, stuck, Days::From(cut), &recent, None).await?;
+        search_days(tx, page, order, stuck, Days::From(cut), &recent, None).await?;
     if rows.len() as i64 >= page.limit {
         let last = &rows[page.limit as usize - 1];
         let last = (page.sort.value_of(last), last.saga_id.as_str());
-        if !older_may_beat(&mut tx, page, cut, last).await? {
-            tx.commit().await?;
+        if !older_may_beat(tx, page, order, cut, last).await? {
             return Ok(rows);
         }
     }
     // The older days' plan is chosen from what the first round's walk found: a second
     // bounded walk there would cost a statement (planned over every older day) to learn
     // about the same.
-    let (more, _) = search_days(&mut tx, page, stuck, Days::Before(cut), &older, walked).await?;
-    tx.commit().await?;
+    let (more, _) =
+        search_days(tx, page, order, stuck, Days::Before(cut), &older, walked).await?;
     rows.extend(more);
-    rows.sort_by(|a, b| {
-        (page.sort.value_of(b), &b.saga_id).cmp(&(page.sort.value_of(a), &a.saga_id))
-    });
-    rows.truncate(page.limit.max(0) as usize);
+    merge_pages(&mut rows, page);
     Ok(rows)
 }
 
@@ -276,6 +373,7 @@ enum Days {
 async fn older_may_beat(
     tx: &mut sqlx::PgConnection,
     page: Page<'_>,
+    order: Order,
     cut: NaiveDate,
     last: (DateTime<Utc>, &str),
 ) -> Result<bool, sqlx::Error> {
@@ -283,12 +381,12 @@ async fn older_may_beat(
     // itself the planner sees every row of those days satisfy `bucket_day < cut` and sorts
     // them all (450 ms at 1M sagas).
     set_plan(&mut *tx, Plan::Walk).await?;
-    let column = page.sort.column();
+    let column = order.column();
     let mut qb = QueryBuilder::new(format!(
         "select {column}, s.saga_id from sagas s where s.bucket_day < "
     ));
     qb.push_bind(cut);
-    push_order_bounds(&mut qb, page);
+    push_order_bounds(&mut qb, page, order);
     qb.push(format_args!(
         " order by {column} desc, s.saga_id desc limit 1"
     ));
@@ -306,6 +404,7 @@ type Walked = Option<(i64, i64)>;
 async fn search_days(
     tx: &mut sqlx::PgConnection,
     page: Page<'_>,
+    order: Order,
     stuck: StuckAt<'_>,
     days: Days,
     partitions: &[(NaiveDate, bool)],
@@ -313,7 +412,7 @@ async fn search_days(
 ) -> Result<(Vec<SagaRow>, Walked), sqlx::Error> {
     if !needs_probe(page.filter) {
         set_plan(&mut *tx, Plan::Planner).await?;
-        let rows = fetch(&mut *tx, search_query(page, stuck, days, None)).await?;
+        let rows = fetch(&mut *tx, search_query(page, order, stuck, days, None)).await?;
         return Ok((rows, None));
     }
     let (found, walk) = match walked {
@@ -321,7 +420,7 @@ async fn search_days(
         None => {
             let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
             set_plan(&mut *tx, Plan::Walk).await?;
-            let rows = fetch(&mut *tx, search_query(page, stuck, days, Some(walk))).await?;
+            let rows = fetch(&mut *tx, search_query(page, order, stuck, days, Some(walk))).await?;
             let found = rows.len() as i64;
             if found >= page.limit {
                 return Ok((rows, Some((found, walk))));
@@ -337,7 +436,7 @@ async fn search_days(
         // range of `duration_ms` is good (a custom plan reads the column's histogram): few
         // are collected, many are walked to.
         set_plan(&mut *tx, Plan::Collect).await?;
-        let estimate = estimated_rows(&mut *tx, page, stuck, days).await?;
+        let estimate = estimated_rows(&mut *tx, page, order, stuck, days).await?;
         if estimate > (walk as f64) * 4.0 {
             Plan::Walk
         } else if page.filter.step.is_some() {
@@ -358,7 +457,7 @@ async fn search_days(
         Plan::Walk
     };
     set_plan(&mut *tx, plan).await?;
-    let rows = fetch(&mut *tx, search_query(page, stuck, days, None)).await?;
+    let rows = fetch(&mut *tx, search_query(page, order, stuck, days, None)).await?;
     Ok((rows, Some((found, walk))))
 }
 
@@ -418,6 +517,10 @@ enum Plan {
     Walk,
     /// Bitmap scans only: every match of the filter's indexes, then a top-N sort.
     Collect,
+    /// Index or bitmap scans, never a sequential one: the running sagas ([`Order::Running`])
+    /// through their partial index or a selective one, whatever a day partition without
+    /// statistics yet looks like to the planner.
+    Indexed,
 }
 
 async fn set_plan(tx: &mut sqlx::PgConnection, plan: Plan) -> Result<(), sqlx::Error> {
@@ -425,6 +528,7 @@ async fn set_plan(tx: &mut sqlx::PgConnection, plan: Plan) -> Result<(), sqlx::E
         Plan::Planner => ("on", "on", "on"),
         Plan::Walk => ("off", "on", "off"),
         Plan::Collect => ("off", "off", "on"),
+        Plan::Indexed => ("off", "on", "on"),
     };
     // A custom plan per execution: planned for the values at hand (a generic plan knows
     // neither how common a status is nor whether a duration is beyond every saga's) and
@@ -452,12 +556,14 @@ async fn set_plan(tx: &mut sqlx::PgConnection, plan: Plan) -> Result<(), sqlx::E
 async fn estimated_rows(
     conn: &mut sqlx::PgConnection,
     page: Page<'_>,
+    order: Order,
     stuck: StuckAt<'_>,
     days: Days,
 ) -> Result<f64, sqlx::Error> {
     let mut qb = search_query_from(
         QueryBuilder::new("explain (format json) select "),
         page,
+        order,
         stuck,
         days,
         None,
@@ -495,22 +601,24 @@ async fn fetch(
 /// back walks from its start).
 fn search_query<'a>(
     page: Page<'a>,
+    order: Order,
     stuck: StuckAt<'a>,
     days: Days,
     walk: Option<i64>,
 ) -> QueryBuilder<'a, Postgres> {
-    search_query_from(QueryBuilder::new("select "), page, stuck, days, walk)
+    search_query_from(QueryBuilder::new("select "), page, order, stuck, days, walk)
 }
 
 /// [`search_query`] after `qb`'s text (`select `, or `explain … select `).
 fn search_query_from<'a>(
     mut qb: QueryBuilder<'a, Postgres>,
     page: Page<'a>,
+    order: Order,
     stuck: StuckAt<'a>,
     days: Days,
     walk: Option<i64>,
 ) -> QueryBuilder<'a, Postgres> {
-    let column = page.sort.column();
+    let column = order.column();
     qb.push(SAGA_COLUMNS);
     // A bound on the partition key, in the statement itself: the plan reads only these
     // days' partitions (pruned when planned, every plan being a custom one).
@@ -531,7 +639,7 @@ fn search_query_from<'a>(
         // reads exactly its rows of the order and no more.
         qb.push(" from (select * from sagas s where true");
         push_days(&mut qb);
-        push_order_bounds(&mut qb, page);
+        push_order_bounds(&mut qb, page, order);
         push_ordered(&mut qb, page.filter, stuck);
         qb.push(format_args!(
             " order by {column} desc, s.saga_id desc limit "
@@ -542,7 +650,7 @@ fn search_query_from<'a>(
     } else {
         qb.push(" from sagas s where true");
         push_days(&mut qb);
-        push_order_bounds(&mut qb, page);
+        push_order_bounds(&mut qb, page, order);
         push_filter(&mut qb, page.filter, stuck);
     }
     qb.push(format_args!(
@@ -552,10 +660,12 @@ fn search_query_from<'a>(
     qb
 }
 
-/// The conditions on the sort column: the cursor, and the filter's time bounds on that
-/// column (repeated by [`push_filter`]; harmless, and they bound a walk's index range).
-fn push_order_bounds<'a>(qb: &mut QueryBuilder<'a, Postgres>, page: Page<'a>) {
-    let column = page.sort.column();
+/// The order's rows, and the conditions on its column: the cursor, and the filter's time
+/// bounds on that column (repeated by [`push_filter`]; harmless, and they bound a walk's
+/// index range).
+fn push_order_bounds<'a>(qb: &mut QueryBuilder<'a, Postgres>, page: Page<'a>, order: Order) {
+    let column = order.column();
+    qb.push(order.rows());
     if let Some(k) = page.after {
         // Row comparison matches the (time desc, saga_id desc) index exactly.
         qb.push(format_args!(" and ({column}, s.saga_id) < ("))
@@ -636,7 +746,14 @@ fn push_ordered<'a>(
         qb.push(" and s.started_at < ").push_bind(t);
     }
     if let Some(t) = filter.updated_after {
-        qb.push(" and s.updated_at >= ").push_bind(t);
+        // No index has `updated_at` (see `SortKey::orders`); what implies the bound per
+        // part lets the planner read the recent ones from `sagas_settled_idx` and the
+        // running ones from their partial index instead of filtering every saga.
+        qb.push(" and s.updated_at >= ")
+            .push_bind(t)
+            .push(" and (s.settled_at >= ")
+            .push_bind(t)
+            .push(concat!(" or ", running_saga!(), ")"));
     }
     if let Some(t) = filter.updated_before {
         // A saga starts no later than its last event, so `updated_at < t` implies
@@ -674,8 +791,11 @@ fn push_ordered<'a>(
 
 /// The predicate of `sagas_open_started_idx`: sagas that may be stuck for some reason
 /// (running, or failed with a compensation that has not finished or never began).
-const OPEN_SAGA: &str = "(s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING') \
-     or (s.status = 'FAILED' and s.compensation_ended_at is null))";
+const OPEN_SAGA: &str = concat!(
+    "(",
+    running_saga!(),
+    " or (s.status = 'FAILED' and s.compensation_ended_at is null))"
+);
 
 /// The conditions only an unordered index serves ([`needs_probe`]), and `step`, a probe of
 /// the saga's events per row: outside a walk it runs only for the rows the other conditions
@@ -941,7 +1061,7 @@ mod tests {
     fn an_empty_filter_lists_everything_in_keyset_order() {
         let f = SagaFilter::default();
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.ends_with(
                 "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
@@ -973,7 +1093,7 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 10), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, Some(&k), 10), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(!sql.contains("drop table"), "{sql}");
         assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
         assert!(sql.contains("s.status = any($4)"), "{sql}");
@@ -990,7 +1110,7 @@ mod tests {
     }
 
     #[test]
-    fn updated_at_order_pages_on_updated_at() {
+    fn updated_at_order_reads_the_finished_and_the_running_sagas_apart() {
         let f = SagaFilter {
             stuck: Some(true),
             ..SagaFilter::default()
@@ -1005,18 +1125,67 @@ mod tests {
             sort: SortKey::UpdatedAt,
             ..page(&f, Some(&k), 10)
         };
-        let sql = search_query(q, at(&p), Days::All, None).into_sql();
+        assert_eq!(
+            SortKey::UpdatedAt.orders(&f),
+            [Order::Settled, Order::Running]
+        );
+        let sql = search_query(q, Order::Settled, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("coalesce((s.status in ('STARTED', 'IN_PROGRESS')"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("order by s.settled_at desc, s.saga_id desc limit $13"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "where true and s.settled_at is not null and (s.settled_at, s.saga_id) < ($1, $2)"
+            ),
+            "{sql}"
+        );
+        let sql = search_query(q, Order::Running, at(&p), Days::All, None).into_sql();
+        assert!(
+            sql.contains(
+                "where true and s.status in ('STARTED', 'IN_PROGRESS', 'COMPENSATING') \
+                 and (s.updated_at, s.saga_id) < ($1, $2)"
+            ),
             "{sql}"
         );
         assert!(
             sql.ends_with("order by s.updated_at desc, s.saga_id desc limit $13"),
             "{sql}"
         );
-        assert!(
-            sql.contains("where true and (s.updated_at, s.saga_id) < ($1, $2)"),
-            "{sql}"
+    }
+
+    #[test]
+    fn a_filter_that_only_running_or_only_finished_sagas_match_reads_one_part() {
+        let orders = |statuses: &[&str], stuck_reason: Option<StuckReason>| {
+            let f = SagaFilter {
+                statuses: statuses.iter().map(|s| (*s).to_owned()).collect(),
+                stuck_reason,
+                ..SagaFilter::default()
+            };
+            SortKey::UpdatedAt.orders(&f).to_vec()
+        };
+        assert_eq!(orders(&["IN_PROGRESS", "COMPENSATING"], None), [Order::Running]);
+        assert_eq!(orders(&["COMPLETED", "FAILED"], None), [Order::Settled]);
+        assert_eq!(
+            orders(&["COMPLETED", "STARTED"], None),
+            [Order::Settled, Order::Running]
+        );
+        assert_eq!(orders(&[], Some(StuckReason::NoProgress)), [Order::Running]);
+        assert_eq!(
+            orders(&[], Some(StuckReason::FailedNotCompensated)),
+            [Order::Settled]
+        );
+        assert_eq!(
+            orders(&[], Some(StuckReason::CompensationNotFinished)),
+            [Order::Settled, Order::Running]
+        );
+        assert_eq!(
+            SortKey::StartedAt.orders(&SagaFilter::default()),
+            [Order::Started]
         );
     }
 
@@ -1027,7 +1196,7 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = $1 order by"),
             "{sql}"
@@ -1041,7 +1210,7 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = 'FAILED' and coalesce((s.status = 'FAILED'"),
             "{sql}"
@@ -1063,7 +1232,7 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 51), at(&p), Days::All, Some(4000)).into_sql();
+        let sql = search_query(page(&f, Some(&k), 51), Order::Started, at(&p), Days::All, Some(4000)).into_sql();
         // The ordered conditions (here the time bounds) inside the walk, the service outside.
         assert!(
             sql.contains(
@@ -1087,7 +1256,7 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains(
                 "s.saga_type = $1 and s.services @> array[$2]::text[] \
@@ -1125,7 +1294,7 @@ mod tests {
                     .to_owned(),
             ),
         ] {
-            let sql = search_query(page(&filter, None, 51), at(&p), Days::All, None).into_sql();
+            let sql = search_query(page(&filter, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
             assert!(sql.contains(&implied), "{sql}");
         }
         // Not stuck implies nothing.
@@ -1133,7 +1302,7 @@ mod tests {
             stuck: Some(false),
             ..SagaFilter::default()
         };
-        let sql = search_query(page(&f, None, 51), at(&p), Days::All, None).into_sql();
+        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(sql.contains("where true and not coalesce("), "{sql}");
     }
 
