@@ -8,8 +8,8 @@
 -- What the two indexes served, and what serves it now:
 -- * `sagas_updated_idx (updated_at desc, saga_id desc)`, the `sort=updatedAt` listing and the
 --   `updatedAfter` bound: finished sagas by `settled_at` below (their `updated_at`, which
---   hardly changes once they are done), running ones by `sagas_open_started_idx` — there are
---   only as many as are in flight, and each can be no newer than its start.
+--   hardly changes once they are done), running ones by `saga_activity` (the next
+--   migration).
 -- * `sagas_active_updated_idx (saga_type, updated_at)`, the running sagas for the stuck gauge:
 --   `sagas_open_started_idx`, whose predicate the gauge's statuses imply.
 --

@@ -113,8 +113,10 @@ bench_seed() {
                   continue when exists (select 1 from storage_partitions
                                         where day = d or (legacy and day >= d));
                   foreach t in array array['sagas', 'saga_events'] loop
-                      execute format('create table %I (like %I including defaults including constraints)',
-                                     t || '_p' || to_char(d, 'YYYYMMDD'), t);
+                      execute format('create table %I (like %I including defaults including constraints'
+                                     ' including generated)%s',
+                                     t || '_p' || to_char(d, 'YYYYMMDD'), t,
+                                     case when t = 'sagas' then ' with (fillfactor = 80)' else '' end);
                       execute format('alter table %I attach partition %I for values from (%L) to (%L)',
                                      t, t || '_p' || to_char(d, 'YYYYMMDD'), d, d + 1);
                   end loop;

@@ -122,6 +122,28 @@ async fn rollup_snapshot(pool: &PgPool) -> Vec<String> {
     rows
 }
 
+/// `saga_activity` lists exactly the running sagas (no `settled_at`), each at its
+/// `updated_at` and on its day.
+async fn assert_activity_lists_the_running_sagas(pool: &PgPool, when: &str) {
+    let (running, differ): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from sagas where settled_at is null), \
+                (select count(*) from ( \
+                   (select saga_id, bucket_day, updated_at from sagas where settled_at is null \
+                    except all select saga_id, bucket_day, active_at from saga_activity) \
+                   union all \
+                   (select saga_id, bucket_day, active_at from saga_activity \
+                    except all select saga_id, bucket_day, updated_at from sagas \
+                    where settled_at is null)) d)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("saga_activity against sagas");
+    assert_eq!(
+        differ, 0,
+        "{when}: saga_activity differs from the {running} running sagas"
+    );
+}
+
 async fn assert_rollups_equal_rebuild(pool: &PgPool, when: &str) {
     let incremental = rollup_snapshot(pool).await;
     rollup::rebuild(pool).await.expect("rebuild");
@@ -186,6 +208,7 @@ async fn a_redelivery_days_later_is_stored_once_in_the_sagas_day() {
     assert_eq!(write_on(&pool, &other[..1], today()).await, (1, 0));
     assert_eq!(events_of(&pool, "order-2").await, 1);
     assert_rollups_equal_rebuild(&pool, "after the redeliveries").await;
+    assert_activity_lists_the_running_sagas(&pool, "after the redeliveries").await;
 }
 
 #[tokio::test]
@@ -256,6 +279,7 @@ async fn retention_drops_a_due_day_whole_and_moves_the_sagas_not_yet_due() {
         );
     }
     assert_rollups_equal_rebuild(&pool, "after retiring a day").await;
+    assert_activity_lists_the_running_sagas(&pool, "after retiring a day").await;
 
     // A moved saga still deduplicates, and goes on in its new day.
     let mut again = running.clone();
@@ -270,6 +294,7 @@ async fn retention_drops_a_due_day_whole_and_moves_the_sagas_not_yet_due() {
     assert_eq!(write_on(&pool, &due[2..], today()).await, (1, 0));
     assert_eq!(saga_rows(&pool, "due").await, 1);
     assert_rollups_equal_rebuild(&pool, "after writing to moved sagas").await;
+    assert_activity_lists_the_running_sagas(&pool, "after writing to moved sagas").await;
 
     // The next pass: no day is due any more; the recreated "due" saga (its late event ended
     // it long ago, and it was stored today) goes row by row, and nothing else.
@@ -465,6 +490,7 @@ async fn a_database_from_before_partitioning_is_converted_in_place_without_losin
         )
     );
     assert_rollups_equal_rebuild(&pool, "after converting").await;
+    assert_activity_lists_the_running_sagas(&pool, "after converting").await;
 
     // Until the legacy day itself is due, its due sagas are deleted row by row, as before.
     let removed = retention::run_pass(&pool, Utc::now() - Duration::days(2), 100, |_| {})
@@ -476,6 +502,7 @@ async fn a_database_from_before_partitioning_is_converted_in_place_without_losin
     );
     assert_eq!(saga_rows(&pool, "new-saga").await, 1, "running: kept");
     assert_rollups_equal_rebuild(&pool, "after deleting legacy rows").await;
+    assert_activity_lists_the_running_sagas(&pool, "after deleting legacy rows").await;
     // Then the legacy day goes like any other; what is not due moves to today.
     let removed = retention::run_pass(&pool, Utc::now(), 100, |_| {})
         .await
@@ -484,6 +511,7 @@ async fn a_database_from_before_partitioning_is_converted_in_place_without_losin
     assert!(!table_exists(&pool, "sagas_legacy").await);
     assert_eq!(saga_rows(&pool, "new-saga").await, 1);
     assert_rollups_equal_rebuild(&pool, "after retiring the legacy day").await;
+    assert_activity_lists_the_running_sagas(&pool, "after retiring the legacy day").await;
     pool.close().await;
 }
 
@@ -546,6 +574,7 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
         in_order.5
     );
     assert_rollups_equal_rebuild(&pool, "after resumed batches").await;
+    assert_activity_lists_the_running_sagas(&pool, "after resumed batches").await;
 
     // The same saga, its middle event arriving last: that batch refolds, same row.
     let (_db2, pool2) = migrated_test_db("partitions_refold").await;
@@ -562,6 +591,7 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
     assert_eq!(refolded, 1, "only the batch with the late event refolds");
     assert_eq!(row(pool2.clone()).await, in_order);
     assert_rollups_equal_rebuild(&pool2, "after a refold").await;
+    assert_activity_lists_the_running_sagas(&pool2, "after a refold").await;
 }
 
 /// A running saga's row is rewritten by every batch with one of its events. None of the
@@ -594,6 +624,7 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
     let batches: Vec<&[IncomingEvent]> = s.events.chunks(2).collect();
     for (i, chunk) in batches.iter().enumerate() {
         write_on(&pool, chunk, today()).await;
+        assert_activity_lists_the_running_sagas(&pool, &format!("after batch {i}")).await;
         let (settled_at, updated_at) = settled(pool.clone()).await;
         if i + 1 < batches.len() {
             assert_eq!(settled_at, None, "running after batch {i}");
@@ -623,7 +654,11 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
     }
     // Six batches: an insert, four rewrites mid-saga, and the end, which changes the status
     // and the end time (indexed) and so cannot be heap-only.
-    assert_eq!(counts, (5, 4), "(updates, heap-only updates) of {partition}");
+    assert_eq!(
+        counts,
+        (5, 4),
+        "(updates, heap-only updates) of {partition}"
+    );
 }
 
 /// Events known to be new (after the saga's folded events) are stored without the duplicate
@@ -672,6 +707,7 @@ async fn an_event_id_reused_after_the_last_event_is_still_stored_once() {
         .expect("batch");
     assert_eq!((b.ok, b.duplicate), (0, 3));
     assert_rollups_equal_rebuild(&pool, "after the reused id").await;
+    assert_activity_lists_the_running_sagas(&pool, "after the reused id").await;
 }
 
 /// The binary `COPY` (events known new) and the checked insert (the rest) store the same
@@ -797,6 +833,7 @@ async fn a_copied_event_and_an_inserted_one_read_back_alike() {
     );
     assert!(folded.starts_with("FAILED | "), "{folded}");
     assert_rollups_equal_rebuild(&pool, "after copy and insert").await;
+    assert_activity_lists_the_running_sagas(&pool, "after copy and insert").await;
 }
 
 /// Retention cost, both ways, in one run (docs/BENCHMARKS.md): two days each holding
@@ -880,6 +917,7 @@ async fn retention_cost() {
     assert_eq!((rows.sagas, rows.events), (n as u64, 5 * n as u64));
     assert_eq!((retired.sagas, retired.events), (n as u64, 5 * n as u64));
     assert_rollups_equal_rebuild(&pool, "after both").await;
+    assert_activity_lists_the_running_sagas(&pool, "after both").await;
     println!(
         "retention of {n} sagas / {} events: row by row {:.2} s, dropping the day {:.2} s \
          ({:.1}x faster)",
@@ -1039,6 +1077,7 @@ async fn a_search_across_day_partitions_pages_in_the_exact_order() {
             }
         }
     }
+    assert_activity_lists_the_running_sagas(&pool, "after the writes").await;
     // The sagas stored on the older days are there, so the second round was needed.
     let days: i64 = sqlx::query_scalar("select count(distinct bucket_day) from sagas")
         .fetch_one(&pool)

@@ -302,6 +302,17 @@ pub async fn retire_day(
         .bind(day.day)
         .execute(&mut *tx)
         .await?;
+    // Dropping a table fires no row trigger: the running sagas it held (all moved to
+    // `target` above, where the trigger listed them again) leave `saga_activity` here. The
+    // legacy partition holds every day up to its own.
+    sqlx::query(if day.legacy {
+        "delete from saga_activity where bucket_day <= $1"
+    } else {
+        "delete from saga_activity where bucket_day = $1"
+    })
+    .bind(day.day)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(&format!("drop table {events_p}, {sagas_p}"))
         .execute(&mut *tx)
         .await?;

@@ -121,8 +121,8 @@ impl SortKey {
                 let only = |f: &dyn Fn(&str) -> bool| {
                     !filter.statuses.is_empty() && filter.statuses.iter().all(|s| f(s))
                 };
-                let only_running = only(&running)
-                    || filter.stuck_reason == Some(StuckReason::NoProgress);
+                let only_running =
+                    only(&running) || filter.stuck_reason == Some(StuckReason::NoProgress);
                 let only_settled = only(&|s| !running(s))
                     || filter.stuck_reason == Some(StuckReason::FailedNotCompensated);
                 match (only_running, only_settled) {
@@ -155,8 +155,8 @@ enum Order {
     /// The finished sagas by `settled_at`, equal to their `updated_at`
     /// (`sagas_settled_idx`).
     Settled,
-    /// The running sagas by `updated_at`: no index has that order; they are collected
-    /// (`sagas_open_started_idx`, the status indexes) and sorted, being only those in flight.
+    /// The running sagas by `updated_at`, in the order of `saga_activity`
+    /// ([`search_running`]), or collected through the indexes of `sagas` and sorted.
     Running,
 }
 
@@ -297,11 +297,7 @@ pub async fn search_sagas(
     let mut rows = Vec::new();
     for &order in orders {
         let part = match order {
-            // The running sagas are few, wherever they are stored: one statement.
-            Order::Running => {
-                set_plan(&mut tx, Plan::Indexed).await?;
-                fetch(&mut tx, search_query(page, order, stuck, Days::All, None)).await?
-            }
+            Order::Running => search_running(&mut tx, page, stuck).await?,
             _ => search_order(&mut tx, page, order, stuck, &days).await?,
         };
         rows.extend(part);
@@ -311,6 +307,79 @@ pub async fn search_sagas(
         merge_pages(&mut rows, page);
     }
     Ok(rows)
+}
+
+/// The running sagas of a search by `updated_at`: walked in that order from
+/// `saga_activity` (one row per running saga, kept by a trigger on `sagas`), each joined to
+/// its row. A filter served only without order walks a bounded stretch first, as
+/// [`search_days`] does, and collects its running matches through its indexes when that
+/// stretch held no full page — the rarer they are, the cheaper, where a walk would pass
+/// every running saga.
+async fn search_running(
+    tx: &mut sqlx::PgConnection,
+    page: Page<'_>,
+    stuck: StuckAt<'_>,
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    if !needs_probe(page.filter) {
+        set_plan(&mut *tx, Plan::Indexed).await?;
+        return fetch(&mut *tx, activity_query(page, stuck, None)).await;
+    }
+    let walk = PROBE_WALK_ROWS.max(page.limit.saturating_mul(4));
+    set_plan(&mut *tx, Plan::Walk).await?;
+    let rows = fetch(&mut *tx, activity_query(page, stuck, Some(walk))).await?;
+    if rows.len() as i64 >= page.limit {
+        return Ok(rows);
+    }
+    // As in `search_days`: a step's probe needs the index scan `Collect` forbids.
+    let plan = if page.filter.step.is_some() {
+        Plan::Indexed
+    } else {
+        Plan::Collect
+    };
+    set_plan(&mut *tx, plan).await?;
+    let collect = search_query(page, Order::Running, stuck, Days::All, None);
+    fetch(&mut *tx, collect).await
+}
+
+/// The running sagas matching the filter in `updated_at` order, read from
+/// `saga_activity`'s index; with `walk`, only the first `walk` of them that match the
+/// conditions an ordered walk serves, then the rest of the filter.
+fn activity_query<'a>(
+    page: Page<'a>,
+    stuck: StuckAt<'a>,
+    walk: Option<i64>,
+) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::new("select ");
+    qb.push(SAGA_COLUMNS).push(
+        " from (select s.*, a.active_at from saga_activity a join sagas s \
+         on s.saga_id = a.saga_id and s.bucket_day = a.bucket_day where true",
+    );
+    if let Some(k) = page.after {
+        qb.push(" and (a.active_at, a.saga_id) < (")
+            .push_bind(k.at)
+            .push(", ")
+            .push_bind(&k.saga_id)
+            .push(")");
+    }
+    if let Some(t) = page.filter.updated_after {
+        qb.push(" and a.active_at >= ").push_bind(t);
+    }
+    if let Some(t) = page.filter.updated_before {
+        qb.push(" and a.active_at < ").push_bind(t);
+    }
+    match walk {
+        Some(_) => push_ordered(&mut qb, page.filter, stuck),
+        None => push_filter(&mut qb, page.filter, stuck),
+    }
+    qb.push(" order by a.active_at desc, a.saga_id desc limit ")
+        .push_bind(walk.unwrap_or(page.limit))
+        .push(") s where true");
+    if walk.is_some() {
+        push_unordered(&mut qb, page.filter);
+    }
+    qb.push(" order by s.active_at desc, s.saga_id desc limit ")
+        .push_bind(page.limit);
+    qb
 }
 
 /// Sorts rows found by several statements into the listing order and keeps the first page.
@@ -349,8 +418,7 @@ async fn search_order(
     // The older days' plan is chosen from what the first round's walk found: a second
     // bounded walk there would cost a statement (planned over every older day) to learn
     // about the same.
-    let (more, _) =
-        search_days(tx, page, order, stuck, Days::Before(cut), &older, walked).await?;
+    let (more, _) = search_days(tx, page, order, stuck, Days::Before(cut), &older, walked).await?;
     rows.extend(more);
     merge_pages(&mut rows, page);
     Ok(rows)
@@ -1061,7 +1129,8 @@ mod tests {
     fn an_empty_filter_lists_everything_in_keyset_order() {
         let f = SagaFilter::default();
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql =
+            search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.ends_with(
                 "from sagas s where true order by s.started_at desc, s.saga_id desc limit $1"
@@ -1093,7 +1162,14 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 10), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql = search_query(
+            page(&f, Some(&k), 10),
+            Order::Started,
+            at(&p),
+            Days::All,
+            None,
+        )
+        .into_sql();
         assert!(!sql.contains("drop table"), "{sql}");
         assert!(!sql.contains("region") && !sql.contains("eu"), "{sql}");
         assert!(sql.contains("s.status = any($4)"), "{sql}");
@@ -1168,7 +1244,10 @@ mod tests {
             };
             SortKey::UpdatedAt.orders(&f).to_vec()
         };
-        assert_eq!(orders(&["IN_PROGRESS", "COMPENSATING"], None), [Order::Running]);
+        assert_eq!(
+            orders(&["IN_PROGRESS", "COMPENSATING"], None),
+            [Order::Running]
+        );
         assert_eq!(orders(&["COMPLETED", "FAILED"], None), [Order::Settled]);
         assert_eq!(
             orders(&["COMPLETED", "STARTED"], None),
@@ -1196,7 +1275,8 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql =
+            search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = $1 order by"),
             "{sql}"
@@ -1210,7 +1290,8 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql =
+            search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains("where true and s.status = 'FAILED' and coalesce((s.status = 'FAILED'"),
             "{sql}"
@@ -1232,7 +1313,14 @@ mod tests {
             saga_id: "x".into(),
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, Some(&k), 51), Order::Started, at(&p), Days::All, Some(4000)).into_sql();
+        let sql = search_query(
+            page(&f, Some(&k), 51),
+            Order::Started,
+            at(&p),
+            Days::All,
+            Some(4000),
+        )
+        .into_sql();
         // The ordered conditions (here the time bounds) inside the walk, the service outside.
         assert!(
             sql.contains(
@@ -1256,7 +1344,8 @@ mod tests {
             ..SagaFilter::default()
         };
         let p = StuckPolicy::default();
-        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql =
+            search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(
             sql.contains(
                 "s.saga_type = $1 and s.services @> array[$2]::text[] \
@@ -1294,7 +1383,14 @@ mod tests {
                     .to_owned(),
             ),
         ] {
-            let sql = search_query(page(&filter, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+            let sql = search_query(
+                page(&filter, None, 51),
+                Order::Started,
+                at(&p),
+                Days::All,
+                None,
+            )
+            .into_sql();
             assert!(sql.contains(&implied), "{sql}");
         }
         // Not stuck implies nothing.
@@ -1302,7 +1398,8 @@ mod tests {
             stuck: Some(false),
             ..SagaFilter::default()
         };
-        let sql = search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
+        let sql =
+            search_query(page(&f, None, 51), Order::Started, at(&p), Days::All, None).into_sql();
         assert!(sql.contains("where true and not coalesce("), "{sql}");
     }
 
