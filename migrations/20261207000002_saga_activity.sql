@@ -1,6 +1,6 @@
 -- The running sagas in order of their last event: what `sort=updatedAt` lists first, now that
 -- no index of `sagas` holds `updated_at` (migration `20261207000001`, so that a running saga's
--- row is rewritten heap-only). One narrow row per running saga, kept by a trigger on `sagas`,
+-- row is rewritten heap-only). One narrow row per running saga, kept by triggers on `sagas`,
 -- so every writer (the ingest upsert, retention's moves, hand-written SQL) keeps it exact; a
 -- saga leaves it when it settles. A rewrite of a running saga's row thus updates two small
 -- index entries here instead of one in each of the fifteen indexes of `sagas`.
@@ -19,30 +19,54 @@ create index saga_activity_active_idx on saga_activity (active_at desc, saga_id 
 
 insert into saga_activity (saga_id, bucket_day, active_at)
     select saga_id, bucket_day, updated_at from sagas where settled_at is null;
+analyze saga_activity;
 
-create function saga_activity_sync() returns trigger language plpgsql as $$
+-- Kept set by set: one statement per statement on `sagas` (transition tables hold the rows
+-- it wrote, from every partition), not one per row — a row trigger cost the ingest of long
+-- sagas most of what the heap-only rewrites saved (docs/BENCHMARKS.md).
+create function saga_activity_inserted() returns trigger language plpgsql as $$
 begin
-    -- A row that was running and is gone, settled, or stored on another day.
-    if tg_op <> 'INSERT' and old.settled_at is null
-       and (tg_op = 'DELETE' or new.settled_at is not null
-            or new.bucket_day <> old.bucket_day or new.saga_id <> old.saga_id) then
-        delete from saga_activity where saga_id = old.saga_id and bucket_day = old.bucket_day;
-    end if;
-    if tg_op <> 'DELETE' and new.settled_at is null then
-        if tg_op = 'INSERT' or old.settled_at is not null
-           or new.bucket_day <> old.bucket_day or new.saga_id <> old.saga_id then
-            insert into saga_activity (saga_id, bucket_day, active_at)
-                values (new.saga_id, new.bucket_day, new.updated_at)
-                on conflict (saga_id, bucket_day) do update set active_at = excluded.active_at;
-        elsif new.updated_at is distinct from old.updated_at then
-            update saga_activity set active_at = new.updated_at
-                where saga_id = new.saga_id and bucket_day = new.bucket_day;
-        end if;
-    end if;
+    insert into saga_activity (saga_id, bucket_day, active_at)
+        select saga_id, bucket_day, updated_at from new_rows where settled_at is null
+        on conflict (saga_id, bucket_day) do update set active_at = excluded.active_at;
     return null;
 end
 $$;
 
--- On the partitioned table: cloned onto every partition, present and future.
-create trigger saga_activity_sync after insert or update or delete on sagas
-    for each row execute function saga_activity_sync();
+create function saga_activity_updated() returns trigger language plpgsql as $$
+begin
+    -- Settled, or moved to another key (no writer does that; a partition-key update would).
+    delete from saga_activity a
+        using old_rows o
+        where a.saga_id = o.saga_id and a.bucket_day = o.bucket_day
+          and not exists (select 1 from new_rows n
+                          where n.saga_id = o.saga_id and n.bucket_day = o.bucket_day
+                            and n.settled_at is null);
+    insert into saga_activity (saga_id, bucket_day, active_at)
+        select saga_id, bucket_day, updated_at from new_rows where settled_at is null
+        on conflict (saga_id, bucket_day) do update set active_at = excluded.active_at
+        where saga_activity.active_at is distinct from excluded.active_at;
+    return null;
+end
+$$;
+
+create function saga_activity_deleted() returns trigger language plpgsql as $$
+begin
+    delete from saga_activity a
+        using old_rows o
+        where a.saga_id = o.saga_id and a.bucket_day = o.bucket_day;
+    return null;
+end
+$$;
+
+-- On the partitioned table: a statement on `sagas` fires them once, with the rows of every
+-- partition it touched. (Dropping a partition fires nothing: retention clears its day.)
+create trigger saga_activity_inserted after insert on sagas
+    referencing new table as new_rows
+    for each statement execute function saga_activity_inserted();
+create trigger saga_activity_updated after update on sagas
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function saga_activity_updated();
+create trigger saga_activity_deleted after delete on sagas
+    referencing old table as old_rows
+    for each statement execute function saga_activity_deleted();

@@ -601,6 +601,13 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
 #[tokio::test]
 async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
     let (db, pool) = migrated_test_db("partitions_hot").await;
+    // One connection, so every write is one backend's, flushed when the pool closes.
+    pool.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(server_options().database(&db.name))
+        .await
+        .expect("one connection");
     let start = Utc::now() - Duration::minutes(10);
     let mut s = Saga::new("long", "ORDER");
     for n in 0..12 {
@@ -632,14 +639,16 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
             assert_eq!(settled_at, Some(updated_at), "settled at its last event");
         }
     }
-    // A backend reports its table statistics when it ends: close the pool, then read them.
+    // Table statistics reach `pg_stat_user_tables` when a backend flushes them: close the
+    // pool (each backend flushes as it ends), then read them, polling while the last
+    // flushes land.
     pool.close().await;
     let pool = PgPool::connect_with(server_options().database(&db.name))
         .await
         .expect("reconnect");
     let partition = partitions::partition_name("sagas", today(), false);
     let mut counts = (0, 0);
-    for _ in 0..50 {
+    for _ in 0..100 {
         counts = sqlx::query_as::<_, (i64, i64)>(
             "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = $1",
         )
@@ -650,7 +659,7 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
         if counts.0 >= 5 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // Six batches: an insert, four rewrites mid-saga, and the end, which changes the status
     // and the end time (indexed) and so cannot be heap-only.
@@ -1084,4 +1093,61 @@ async fn a_search_across_day_partitions_pages_in_the_exact_order() {
         .await
         .expect("days");
     assert_eq!(days, 6);
+}
+
+// `sort=updatedAt` reads the running sagas from `saga_activity`: the newest 2,000 of them,
+// then their rows. A filter that none of those match but older running sagas do must still
+// find them (the search then collects every running match), in the exact order.
+#[tokio::test]
+async fn a_search_by_update_finds_running_matches_beyond_the_newest_two_thousand() {
+    use saga_tracker::store::read::{SagaFilter, SortKey};
+    let (_db, pool) = migrated_test_db("partitions_running").await;
+    let now = Utc::now();
+    let mut events = Vec::new();
+    for i in 0..2_100 {
+        events.extend(saga(
+            &format!("busy-{i:04}"),
+            now - Duration::seconds(i),
+            None,
+        ));
+    }
+    for chunk in events.chunks(1_000) {
+        write_on(&pool, chunk, today()).await;
+    }
+    // Three running sagas older than all of those, with a service none of them has.
+    for i in 0..3 {
+        let start = now - Duration::hours(3) - Duration::minutes(i);
+        let s = Saga::new(&format!("rare-{i}"), "ORDER")
+            .ev("RESERVE", StepStatus::Started, start, "stock", None)
+            .ev(
+                "SHIP",
+                StepStatus::Started,
+                start + Duration::seconds(1),
+                "shipping",
+                None,
+            );
+        write_on(&pool, &s.events, today()).await;
+    }
+    assert_activity_lists_the_running_sagas(&pool, "after the writes").await;
+    let shipping = SagaFilter {
+        service: Some("shipping".into()),
+        ..SagaFilter::default()
+    };
+    for limit in [1, 2, 50] {
+        assert_eq!(
+            search_all(&pool, &shipping, SortKey::UpdatedAt, limit).await,
+            ["rare-0", "rare-1", "rare-2"],
+            "limit {limit}"
+        );
+    }
+    // Unfiltered, the first pages are the newest running sagas.
+    let want: Vec<String> = sqlx::query_scalar(
+        "select saga_id from sagas order by updated_at desc, saga_id desc limit 120",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the order");
+    let mut got = search_all(&pool, &SagaFilter::default(), SortKey::UpdatedAt, 60).await;
+    got.truncate(120);
+    assert_eq!(got, want);
 }
