@@ -309,10 +309,11 @@ pub async fn search_sagas(
     Ok(rows)
 }
 
-/// The running sagas of a search by `updated_at`. The first [`PROBE_WALK_ROWS`] of them in
-/// that order (after the cursor, within the bounds) come from `saga_activity` (one row per
-/// running saga, kept by triggers on `sagas`), then their rows, filtered, by key: when they
-/// hold a page, it is the page (every later running saga is older). Otherwise, unless they
+/// The running sagas of a search by `updated_at`. The first of them in that order (after the
+/// cursor, within the bounds: a page's worth when the filter has no other condition, else
+/// [`PROBE_WALK_ROWS`]) come from `saga_activity` (one row per running saga, kept by
+/// triggers on `sagas`), then their rows, filtered, by key: when they hold a page, it is the
+/// page (every later running saga is older). Otherwise, unless they
 /// were all the running sagas, every running match is collected through the filter's
 /// indexes and sorted — the rarer the matches, the cheaper. Two plain statements rather
 /// than a join: planning a join of `saga_activity` with every day partition of `sagas` took
