@@ -42,6 +42,23 @@ fn saga(id: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Vec<Incom
     s.events
 }
 
+/// Saga `long`: six steps of one service from `start`, a second apart, each started then
+/// succeeded; the last event completes it.
+fn long_saga(start: DateTime<Utc>) -> Vec<IncomingEvent> {
+    let mut s = Saga::new("long", "ORDER");
+    for n in 0..12 {
+        let status = if n % 2 == 0 {
+            StepStatus::Started
+        } else {
+            StepStatus::Succeeded
+        };
+        let last = (n == 11).then_some(SagaStatus::Completed);
+        let step = format!("STEP_{}", n / 2);
+        s = s.ev(&step, status, start + Duration::seconds(n), "svc", last);
+    }
+    s.events
+}
+
 async fn write_on(pool: &PgPool, events: &[IncomingEvent], day: NaiveDate) -> (u64, u64) {
     let b = write_batch_on(pool, events, None, day)
         .await
@@ -526,23 +543,7 @@ async fn in_order_batches_resume_the_fold_and_out_of_order_ones_refold() {
     let start = (Utc::now() - Duration::minutes(10))
         .with_nanosecond(123_456_789)
         .expect("valid nanosecond");
-    let mut s = Saga::new("long", "ORDER");
-    for n in 0..12 {
-        let status = if n % 2 == 0 {
-            StepStatus::Started
-        } else {
-            StepStatus::Succeeded
-        };
-        let last = (n == 11).then_some(SagaStatus::Completed);
-        s = s.ev(
-            &format!("STEP_{}", n / 2),
-            status,
-            start + Duration::seconds(n),
-            "svc",
-            last,
-        );
-    }
-    let events = s.events;
+    let events = long_saga(start);
     let row = |pool: PgPool| async move {
         sqlx::query_as::<_, (String, i32, Option<i64>, String, Option<String>, String)>(
             "select status, event_count, duration_ms, current_step, fold_state, \
@@ -608,18 +609,7 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
         .connect_with(server_options().database(&db.name))
         .await
         .expect("one connection");
-    let start = Utc::now() - Duration::minutes(10);
-    let mut s = Saga::new("long", "ORDER");
-    for n in 0..12 {
-        let status = if n % 2 == 0 {
-            StepStatus::Started
-        } else {
-            StepStatus::Succeeded
-        };
-        let last = (n == 11).then_some(SagaStatus::Completed);
-        let step = format!("STEP_{}", n / 2);
-        s = s.ev(&step, status, start + Duration::seconds(n), "svc", last);
-    }
+    let events = long_saga(Utc::now() - Duration::minutes(10));
     let settled = |pool: PgPool| async move {
         sqlx::query_as::<_, (Option<DateTime<Utc>>, DateTime<Utc>)>(
             "select settled_at, updated_at from sagas where saga_id = 'long'",
@@ -628,7 +618,7 @@ async fn a_running_sagas_row_is_rewritten_heap_only_until_it_settles() {
         .await
         .expect("row")
     };
-    let batches: Vec<&[IncomingEvent]> = s.events.chunks(2).collect();
+    let batches: Vec<&[IncomingEvent]> = events.chunks(2).collect();
     for (i, chunk) in batches.iter().enumerate() {
         write_on(&pool, chunk, today()).await;
         assert_activity_lists_the_running_sagas(&pool, &format!("after batch {i}")).await;

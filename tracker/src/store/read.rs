@@ -364,8 +364,8 @@ async fn search_running(
     // rows; the days bound the partitions planned. A condition only an unordered index
     // serves is intersected with the ids as bitmaps (a service no running saga has: no row
     // read), unless a step's probe needs its index scan.
-    let plan = if needs_probe(page.filter) && page.filter.step.is_none() {
-        Plan::Collect
+    let plan = if needs_probe(page.filter) {
+        collect_plan(page.filter)
     } else {
         Plan::Indexed
     };
@@ -385,15 +385,20 @@ async fn search_running(
     if all_running || rows.len() as i64 >= page.limit {
         return Ok(rows);
     }
-    // As in `search_days`: a step's probe needs the index scan `Collect` forbids.
-    let plan = if page.filter.step.is_some() {
+    set_plan(&mut *tx, collect_plan(page.filter)).await?;
+    let collect = search_query(page, Order::Running, stuck, Days::All, None);
+    fetch(&mut *tx, collect).await
+}
+
+/// The plan that collects the running sagas matching `filter` through its indexes: bitmap
+/// scans only, unless a step is probed, which needs the index scan `Collect` forbids (as in
+/// `search_days`).
+fn collect_plan(filter: &SagaFilter) -> Plan {
+    if filter.step.is_some() {
         Plan::Indexed
     } else {
         Plan::Collect
-    };
-    set_plan(&mut *tx, plan).await?;
-    let collect = search_query(page, Order::Running, stuck, Days::All, None);
-    fetch(&mut *tx, collect).await
+    }
 }
 
 /// Sorts rows found by several statements into the listing order and keeps the first page.
